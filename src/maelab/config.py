@@ -1,0 +1,228 @@
+"""Run configuration as plain dataclasses: defaults < preset < TOML file < command-line flags.
+
+Every field has a help text; the CLI flags are generated from these fields (``--field-name``),
+so ``maelab pretrain --help`` documents each option with its default. Unknown keys in a file or
+a run's ``config.json`` are an error that names the file, section and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from maelab.models.vit import get_preset
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def opt(default: Any, help: str, flag: str | None = None) -> Any:
+    """A dataclass field with a help text (and optionally a CLI flag name other than the field's)."""
+    meta = {"help": help, "flag": flag}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt("ref", "model preset: ref (embed 256, depth 4), vit-tiny (192x12), vit-small", "model")
+    img_size: int = opt(32, "input image size (pixels, square)")
+    patch_size: int = opt(4, "patch size in pixels (2 or 4 for 32x32 images)")
+    in_channels: int = opt(3, "image channels")
+    embed_dim: int = opt(256, "encoder width (set by --model unless given)")
+    encoder_depth: int = opt(4, "encoder blocks (set by --model unless given)")
+    encoder_heads: int = opt(4, "encoder attention heads (set by --model unless given)")
+    decoder_embed_dim: int = opt(128, "decoder width (set by --model unless given)")
+    decoder_depth: int = opt(2, "decoder blocks (set by --model unless given)")
+    decoder_heads: int = opt(4, "decoder attention heads (set by --model unless given)")
+    mlp_ratio: float = opt(4.0, "MLP hidden size / width (set by --model unless given)")
+    mask_ratio: float = opt(0.75, "fraction of patches removed per image, in [0, 1)")
+    norm_pix_loss: bool = opt(False, "regress per-patch normalised pixels (mean 0, var 1 per patch)")
+    pos_embed: str = opt("sincos", "positional embedding: sincos (fixed 2-D) or learned")
+    drop_path: float = opt(0.0, "stochastic depth rate of the encoder")
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = opt("", "data root: ROOT/{train,test}/<class>/* or cifar-10-batches-py (default: $MAELAB_DATA)")
+    dataset: str = opt("auto", "data layout: auto, folder (ImageFolder) or cifar10 (python batches)")
+    subset: int = opt(0, "use a class-balanced subset of this many training images (0 = all)")
+    download: bool = opt(False, "download CIFAR-10 through torchvision when --dataset cifar10 is missing")
+    skip_bad_images: bool = opt(False, "skip unreadable images with a warning instead of stopping")
+    resize: bool = opt(False, "resize images whose size differs from the first image instead of stopping")
+    mean: tuple[float, ...] = opt((0.4914, 0.4822, 0.4465), "per-channel mean used to normalise inputs")
+    std: tuple[float, ...] = opt((0.2470, 0.2435, 0.2616), "per-channel std used to normalise inputs")
+    crop_min_scale: float = opt(0.2, "random-resized-crop: smallest crop area (fraction of the image)")
+    hflip: bool = opt(True, "random horizontal flip")
+
+
+@dataclass
+class TrainConfig:
+    method: str = opt("mae", "pretraining method")
+    epochs: int = opt(100, "training epochs")
+    batch_size: int = opt(256, "images per step on each device (before gradient accumulation)")
+    accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
+    blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
+    lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
+    warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at --epochs)")
+    weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
+    betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
+    grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = opt("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 (autocast)")
+    compile: bool = opt(False, "torch.compile the model")
+    seed: int = opt(0, "random seed (data order, augmentation, masks, init)")
+    out: str = opt("", "run directory (default: runs/<method>-<model>-<time>)")
+    log_every: int = opt(10, "optimizer steps between metric records (and host syncs)")
+    save_every: int = opt(1, "epochs between checkpoints (the last epoch is always saved)")
+    keep_checkpoints: int = opt(2, "checkpoints kept on disk (newest first)")
+    quiet: bool = opt(False, "no progress bar; one log line per epoch")
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain JSON-able dict, one entry per section."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as JSON (atomically)."""
+        from maelab.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass."""
+    return get_type_hints(cls)
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check/convert a value from a file to the field's type; the error names ``where``."""
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    # tuple[float, ...]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+        raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def update_section(section: Any, values: dict[str, Any], where: str) -> None:
+    """Set ``values`` on a config section, rejecting unknown keys and wrong types."""
+    types = field_types(type(section))
+    for key, value in values.items():
+        if key not in types:
+            raise _unknown_key(key, list(types), where)
+        setattr(section, key, _coerce(value, types[key], f"{where}.{key}"))
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> Config:
+    """Build a Config from nested dicts (a TOML file or a run's config.json), strictly."""
+    cfg = Config()
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise _unknown_key(name, list(SECTIONS), where)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section [{name}] must be a table, got {values!r}")
+        update_section(getattr(cfg, name), values, f"{where} [{name}]")
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from e
+
+
+def resolve_config(file_values: dict[str, Any] | None, cli_values: dict[str, dict[str, Any]], where: str) -> Config:
+    """defaults < model preset < file < CLI. ``cli_values`` holds only flags the user gave."""
+    file_values = file_values or {}
+    file_model = file_values.get("model", {}) if isinstance(file_values.get("model", {}), dict) else {}
+    name = cli_values.get("model", {}).get("name") or file_model.get("name") or ModelConfig.name
+    cfg = Config()
+    try:
+        preset = get_preset(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    update_section(cfg.model, {"name": name, **vars(preset)}, "preset")
+    file_cfg = config_from_dict(file_values, where)  # validates the file on its own
+    for section in SECTIONS:
+        given = {k: getattr(getattr(file_cfg, section), k) for k in file_values.get(section, {})}
+        update_section(getattr(cfg, section), given, where)
+        update_section(getattr(cfg, section), cli_values.get(section, {}), "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that cannot work, naming the option and the value."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    checks = [
+        (m.img_size > 0 and m.patch_size > 0 and m.img_size % m.patch_size == 0,
+         f"--img-size {m.img_size} must be a positive multiple of --patch-size {m.patch_size}"),
+        (0.0 <= m.mask_ratio < 1.0, f"--mask-ratio must be in [0, 1), got {m.mask_ratio}"),
+        (int((m.img_size // m.patch_size) ** 2 * (1 - m.mask_ratio)) >= 1,
+         f"--mask-ratio {m.mask_ratio} leaves no visible patch"),
+        (m.pos_embed in ("sincos", "learned"), f"--pos-embed must be sincos or learned, got {m.pos_embed!r}"),
+        (d.dataset in ("auto", "folder", "cifar10"), f"--dataset must be auto, folder or cifar10, got {d.dataset!r}"),
+        (d.subset >= 0, f"--subset must be >= 0, got {d.subset}"),
+        (0.0 < d.crop_min_scale <= 1.0, f"--crop-min-scale must be in (0, 1], got {d.crop_min_scale}"),
+        (len(d.mean) == m.in_channels and len(d.std) == m.in_channels and min(d.std) > 0,
+         f"--mean/--std need {m.in_channels} values (std > 0), got {d.mean} / {d.std}"),
+        (t.epochs > 0, f"--epochs must be > 0, got {t.epochs}"),
+        (t.batch_size > 0, f"--batch-size must be > 0, got {t.batch_size}"),
+        (t.accum_steps > 0, f"--accum-steps must be > 0, got {t.accum_steps}"),
+        (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
+        (t.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {t.precision!r}"),
+        (t.log_every > 0 and t.save_every > 0 and t.keep_checkpoints > 0,
+         "--log-every, --save-every and --keep-checkpoints must be > 0"),
+        (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"--betas needs two values in [0, 1), got {t.betas}"),
+    ]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,349 @@
+"""One training loop for every method: device-resident data, schedules per step, safe checkpoints.
+
+images (uint8, on the device) -> randperm batches -> method loss (augmentation + model) under
+autocast -> backward (with accumulation) -> AdamW with lr[step] -> metrics (host sync only at log
+steps) -> atomic checkpoints. ``pretrain(cfg, resume=RUN)`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from maelab import checkpoint as ckpt
+from maelab.config import Config, ConfigError, config_from_dict, validate
+from maelab.data import DataError, class_balanced_subset, load_split
+from maelab.methods import get_method
+
+NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "decoder_pos_embed")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------ setup helpers
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; errors name the option."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {name!r}: {e}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). ``auto`` is bf16 on CUDA and fp32 on CPU.
+
+    On CPUs bf16 is only fast with native bf16 matrix units (AVX-512 BF16 / AMX); without them
+    PyTorch emulates it and a step is slower than fp32 by orders of magnitude.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the device, or a no-op for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only (not biases, norms, tokens, positional embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_schedule(peak_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> torch.Tensor:
+    """Per-optimizer-step learning rates (total_steps,): linear warm-up, then cosine to ``min_lr``."""
+    steps = torch.arange(total_steps, dtype=torch.float64)
+    warm = peak_lr * (steps + 1) / max(warmup_steps, 1)
+    progress = (steps - warmup_steps) / max(total_steps - warmup_steps, 1)
+    cosine = min_lr + (peak_lr - min_lr) * 0.5 * (1 + torch.cos(math.pi * progress))
+    return torch.where(steps < warmup_steps, warm, cosine)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if hasattr(signal, "SIGTERM"):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _rng_state(device: torch.device, perm_state: torch.Tensor) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state(), "perm_epoch_start": perm_state}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    if cfg.train.out:
+        run = Path(cfg.train.out)
+        if ckpt.latest_checkpoint(run) is not None:
+            raise ConfigError(f"--out {run} already holds a run; continue it with --resume {run} or pick another --out")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run = Path("runs") / f"{cfg.train.method}-{cfg.model.name}-{stamp}"
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def load_run_config(run: str | Path) -> Config:
+    """The resolved config a run was started with (``RUN/config.json``), strictly validated."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {run}: no {path}; is this a maelab run directory?")
+    cfg = config_from_dict(json.loads(path.read_text()), str(path))
+    validate(cfg)
+    return cfg
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric records written after the checkpoint we resume from (they will be redone)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _batches(perm: torch.Tensor, start: int, steps: int, batch_size: int, accum: int) -> Iterator[list[torch.Tensor]]:
+    for s in range(start, steps):
+        yield [perm[(s * accum + a) * batch_size : (s * accum + a + 1) * batch_size] for a in range(accum)]
+
+
+# ------------------------------------------------------------------------------------ the loop
+def pretrain(
+    cfg: Config | None = None,
+    resume: str | Path | None = None,
+    stop_after_steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Pretrain ``cfg.train.method`` and return the run directory.
+
+    ``resume=RUN`` continues RUN from its newest checkpoint (``overrides`` may change epochs,
+    quiet, device, log_every). ``stop_after_steps`` saves a checkpoint and returns after that
+    many optimizer steps in total, as an interruption would (used by tests and time budgets).
+    """
+    start_time = time.perf_counter()
+    if resume is not None:
+        run = Path(resume)
+        cfg = load_run_config(run)
+        for key, value in (overrides or {}).items():
+            setattr(cfg.train, key, value)
+        validate(cfg)
+    elif cfg is None:
+        raise ConfigError("pretrain needs a config or resume=RUN")
+    t = cfg.train
+    method = get_method(t.method)
+    device = resolve_device(t.device)
+    amp_dtype = resolve_precision(t.precision, device)
+
+    data = load_split(
+        cfg.data.data_dir, "train", cfg.data.dataset, cfg.model.img_size, cfg.data.resize,
+        cfg.data.skip_bad_images, cfg.data.download,
+    )  # fmt: skip
+    if cfg.data.subset:
+        data = class_balanced_subset(data, cfg.data.subset)
+    images = data.images.to(device)  # the whole split lives on the device as one uint8 tensor
+    n_images = images.shape[0]
+    steps_per_epoch = n_images // (t.batch_size * t.accum_steps)
+    if steps_per_epoch < 1:
+        raise DataError(
+            f"--batch-size {t.batch_size} x --accum-steps {t.accum_steps} = {t.batch_size * t.accum_steps} images per "
+            f"optimizer step, but the training set has only {n_images}; lower them"
+        )
+    total_steps = t.epochs * steps_per_epoch
+    eff_batch = t.batch_size * t.accum_steps
+    peak_lr = t.lr if t.lr > 0 else t.blr * eff_batch / 256
+    warmup_steps = round(min(t.warmup_epochs, t.epochs) * steps_per_epoch)
+    lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
+
+    torch.manual_seed(t.seed)
+    model = method.build(cfg).to(device)
+    if hasattr(model, "set_fused_attention"):
+        model.set_fused_attention(device.type == "cuda")
+    forward_model = torch.compile(model) if t.compile else model
+    optimizer = torch.optim.AdamW(
+        param_groups(model, t.weight_decay), lr=peak_lr, betas=tuple(t.betas), fused=device.type == "cuda"
+    )
+    perm_gen = torch.Generator().manual_seed(t.seed)
+    step, elapsed_before = 0, 0.0
+
+    if resume is not None:
+        found = ckpt.latest_checkpoint(run)
+        if found is None:
+            raise ckpt.CheckpointError(f"--resume {run}: no complete checkpoint in {run}/checkpoints")
+        ckpt.load_state_strict(model, ckpt.load_weights(found), str(found))
+        state = ckpt.load_train_state(found)
+        optimizer.load_state_dict(state["optimizer"])
+        meta = ckpt.load_meta(found)
+        step, elapsed_before = meta["step"], meta.get("wall_time", 0.0)
+        torch.set_rng_state(state["rng"]["cpu"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        perm_gen.set_state(state["rng"]["perm_epoch_start"])
+        _truncate_metrics(run / "metrics.jsonl", step)
+        cfg.save(run / "config.json")
+    else:
+        run = _new_run_dir(cfg)
+        cfg.save(run / "config.json")
+
+    metrics_path = run / "metrics.jsonl"
+    log_file = open(metrics_path, "a")  # noqa: SIM115 - closed in finally
+    bar = tqdm(
+        total=total_steps, initial=step, disable=t.quiet, unit="step", dynamic_ncols=True,
+        desc=f"{t.method} {cfg.model.name} mr={cfg.model.mask_ratio}",
+    )  # fmt: skip
+    perm_state = perm_gen.get_state()
+    last_loss = float("nan")
+
+    def save(reason: str) -> Path:
+        meta = {
+            "method": t.method, "step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps, "loss": last_loss, "wall_time": elapsed_before + time.perf_counter() - start_time,
+            "config": cfg.to_dict(), "reason": reason, "maelab_format": 1,
+        }  # fmt: skip
+        state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(device, perm_state)}
+        return ckpt.save_checkpoint(run, f"step_{step:08d}", model.state_dict(), meta, state, t.keep_checkpoints)
+
+    model.train()
+    status = "finished"
+    window_loss = torch.zeros((), device=device)
+    window_steps, window_start = 0, time.perf_counter()
+    try:
+        with _StopRequest() as stop:
+            while step < total_steps:
+                epoch, first = divmod(step, steps_per_epoch)
+                if first == 0:
+                    perm_state = perm_gen.get_state()
+                else:  # resumed mid-epoch: replay this epoch's permutation
+                    perm_gen.set_state(perm_state)
+                perm = torch.randperm(n_images, generator=perm_gen).to(device)
+                for micro_batches in _batches(perm, first, steps_per_epoch, t.batch_size, t.accum_steps):
+                    for group in optimizer.param_groups:
+                        group["lr"] = lrs[step]
+                    for idx in micro_batches:
+                        with autocast(device, amp_dtype):
+                            loss = method.loss(forward_model, images[idx], cfg)
+                        (loss / t.accum_steps).backward()
+                        window_loss += loss.detach() / t.accum_steps
+                    if t.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if method.after_step is not None:
+                        method.after_step(model, step)
+                    step += 1
+                    window_steps += 1
+                    bar.update(1)
+                    end_of_epoch = step % steps_per_epoch == 0
+                    if step % t.log_every == 0 or end_of_epoch or stop.signal or step == stop_after_steps:
+                        last_loss = window_loss.item() / window_steps  # the only host sync
+                        now = time.perf_counter()
+                        img_s = window_steps * eff_batch / (now - window_start)
+                        if not math.isfinite(last_loss):
+                            status = "diverged"
+                            raise TrainingError(
+                                f"loss became {last_loss} at step {step} (epoch {epoch + 1}); stopped. The last good "
+                                f"checkpoint is kept in {run}/checkpoints; lower --lr/--blr or set --grad-clip"
+                            )
+                        record = {
+                            "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": last_loss,
+                            "lr": lrs[step - 1], "img_per_s": round(img_s, 2),
+                            "wall_time": round(elapsed_before + now - start_time, 3),
+                        }  # fmt: skip
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lrs[step - 1]:.2e}", img_s=f"{img_s:.0f}")
+                        window_loss.zero_()
+                        window_steps, window_start = 0, time.perf_counter()
+                    if end_of_epoch:
+                        if t.quiet:
+                            print(
+                                f"epoch {epoch + 1}/{t.epochs} step {step}/{total_steps} loss {last_loss:.4f} "
+                                f"lr {lrs[step - 1]:.2e} img/s {img_s:.0f}",
+                                flush=True,
+                            )
+                        if (epoch + 1) % t.save_every == 0 or step == total_steps:
+                            save("epoch")
+                    if stop.signal or step == stop_after_steps:
+                        status = "interrupted"
+                        path = save("interrupted")
+                        bar.close()
+                        print(f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`")
+                        return run
+    finally:
+        bar.close()
+        log_file.close()
+        if status != "interrupted":
+            _write_summary(run, cfg, status, step, total_steps, elapsed_before + time.perf_counter() - start_time,
+                           metrics_path, device, amp_dtype)  # fmt: skip
+    return run
+
+
+def _write_summary(
+    run: Path, cfg: Config, status: str, step: int, total_steps: int, wall: float, metrics_path: Path,
+    device: torch.device, amp_dtype: torch.dtype | None,
+) -> None:  # fmt: skip
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    speeds = [r["img_per_s"] for r in records[1:]] or [r["img_per_s"] for r in records]
+    summary = {
+        "status": status, "steps": step, "total_steps": total_steps, "wall_time_s": round(wall, 2),
+        "final_loss": records[-1]["loss"] if records else None,
+        "first_loss": records[0]["loss"] if records else None,
+        "median_img_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None,
+        "peak_memory_mb": round(_peak_memory_mb(device), 1), "device": str(device),
+        "precision": "fp32" if amp_dtype is None else "bf16", "torch": torch.__version__,
+        "python": sys.version.split()[0], "finished_at": datetime.now().isoformat(timespec="seconds"),
+    }  # fmt: skip
+    ckpt.atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
