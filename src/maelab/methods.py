@@ -55,3 +55,20 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown --method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name]
+
+
+def load_model(run_or_checkpoint: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """Rebuild a trained module (e.g. the MAE) from a run or checkpoint directory alone, in eval mode.
+
+    Weights come from safetensors and the config from the checkpoint's JSON metadata: nothing is
+    unpickled. Returns (module, config).
+    """
+    from maelab import checkpoint as ckpt
+    from maelab.config import config_from_dict
+
+    found = ckpt.resolve_checkpoint(run_or_checkpoint)
+    meta = ckpt.load_meta(found)
+    cfg = config_from_dict(meta["config"], str(found / "meta.json"))
+    module = get_method(cfg.train.method).build(cfg)
+    ckpt.load_state_strict(module, ckpt.load_weights(found), str(found))
+    return module.to(device).eval(), cfg
