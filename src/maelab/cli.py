@@ -81,6 +81,44 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def not_yet(args: argparse.Namespace) -> int:
+    raise ConfigError(f"`maelab {args.command}` is not implemented yet")
+
+
+# Each subcommand has its own add_*_parser function below; build_parser only wires them together.
+def add_eval_knn_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("knn", help="k-NN accuracy of frozen features (owner: evaluation)")
+    p.set_defaults(func=not_yet)
+
+
+def add_eval_linear_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("linear", help="linear probe on frozen features (owner: evaluation)")
+    p.set_defaults(func=not_yet)
+
+
+def add_eval_finetune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune the whole encoder + a head (owner: fine-tuning)")
+    p.set_defaults(func=not_yet)
+
+
+def add_reconstruct_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reconstruct", help="reconstruction figure and quality of a run (owner: reconstruction)")
+    p.set_defaults(func=not_yet)
+
+
+def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a ViT encoder (MAE) on an image folder or CIFAR-10",
+        description="Pretrain a ViT with a masked autoencoder. Writes RUN/config.json, RUN/metrics.jsonl, "
+        "RUN/checkpoints/ and RUN/summary.json. Values: defaults < --model preset < --config file < flags.",
+    )
+    p.add_argument("--config", default="", metavar="FILE", help="TOML file with [model], [data], [train] tables")
+    p.add_argument("--resume", default="", metavar="RUN", help="continue RUN from its newest checkpoint")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``maelab`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -92,16 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"maelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain a ViT encoder (MAE) on an image folder or CIFAR-10",
-        description="Pretrain a ViT with a masked autoencoder. Writes RUN/config.json, RUN/metrics.jsonl, "
-        "RUN/checkpoints/ and RUN/summary.json. Values: defaults < --model preset < --config file < flags.",
-    )
-    p.add_argument("--config", default="", metavar="FILE", help="TOML file with [model], [data], [train] tables")
-    p.add_argument("--resume", default="", metavar="RUN", help="continue RUN from its newest checkpoint")
-    add_config_flags(p)
-    p.set_defaults(func=cmd_pretrain)
+    add_pretrain_parser(sub)
+    evaluate = sub.add_parser("eval", help="evaluate a run's encoder: knn, linear, finetune")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
+    add_eval_knn_parser(eval_sub)
+    add_eval_linear_parser(eval_sub)
+    add_eval_finetune_parser(eval_sub)
+    add_reconstruct_parser(sub)
     return parser
 
 
