@@ -63,9 +63,10 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.2, 1.0),
     hflip: bool = True,
     generator: torch.Generator | None = None,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> torch.Tensor:
     """Crop a random box per image and resize it to ``out_size`` (bilinear); x (B, C, H, W) float."""
-    theta = random_crop_boxes(x.shape[0], scale, hflip=hflip, device=x.device, generator=generator)
+    theta = random_crop_boxes(x.shape[0], scale, ratio, hflip, x.device, generator)
     grid = F.affine_grid(theta, [x.shape[0], x.shape[1], out_size, out_size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -1,0 +1,76 @@
+"""Training: a real short run whose loss falls, exact resume, schedules, weight-decay groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from maelab import MAE
+from maelab.checkpoint import latest_checkpoint, load_meta
+from maelab.methods import load_model
+from maelab.train import lr_schedule, param_groups, pretrain
+
+from .conftest import TINY_MODEL, tiny_config
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    lrs = lr_schedule(1.0, 0.1, total_steps=100, warmup_steps=10)
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+    assert torch.all(lrs[10:].diff() <= 0)
+
+
+def test_no_weight_decay_on_biases_norms_tokens() -> None:
+    m = MAE(**TINY_MODEL, pos_embed="learned")
+    decay, no_decay = param_groups(m, 0.05)
+    names = {id(p): n for n, p in m.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed", "norm.weight", "blocks.0.attn.qkv.bias"} <= (
+        no_decay_names
+    )
+    assert all(p.ndim == 2 or p.ndim == 4 for p in decay["params"])  # linear and conv weights only
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.slow
+def test_short_real_run_loss_falls(cifar_dir: Path, tmp_path: Path) -> None:
+    run = pretrain(tiny_config(cifar_dir, tmp_path / "run", epochs=3, lr=2e-3, log_every=5))
+    curve = [loss for _, loss in losses(run)]
+    assert len(curve) == 6  # 30 steps, a record every 5
+    assert curve[-1] < 0.8 * curve[0]
+    for name in ("config.json", "metrics.jsonl", "summary.json"):
+        assert (run / name).is_file()
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    model, cfg = load_model(str(run))
+    assert isinstance(model, MAE) and cfg.model.embed_dim == 32 and not model.training
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
+    full = pretrain(tiny_config(cifar_dir, tmp_path / "full"))
+    part = pretrain(tiny_config(cifar_dir, tmp_path / "part"), stop_after_steps=7)  # mid-epoch 1 (10 steps/epoch)
+    assert load_meta(part)["step"] == 7
+    pretrain(resume=part)
+    a, b = losses(full), losses(part)
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 21))
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 1e-6
+    wa = load_model(str(full))[0].state_dict()
+    wb = load_model(str(part))[0].state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+@pytest.mark.slow
+def test_resume_can_extend_epochs_and_keeps_checkpoints(cifar_dir: Path, tmp_path: Path) -> None:
+    run = pretrain(tiny_config(cifar_dir, tmp_path / "r", epochs=1, keep_checkpoints=2))
+    pretrain(resume=run, overrides={"epochs": 3})
+    assert load_meta(run)["step"] == 30
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert kept == ["step_00000020", "step_00000030"]
+    assert latest_checkpoint(run).name == "step_00000030"
