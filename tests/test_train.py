@@ -60,7 +60,7 @@ def test_resume_equals_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
     pretrain(resume=part)
     a, b = losses(full), losses(part)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 21))
-    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 1e-6
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) < 1e-6
     wa = load_model(str(full))[0].state_dict()
     wb = load_model(str(part))[0].state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)

@@ -15,7 +15,14 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from maelab.models.masking import num_visible, patchify, random_masking, unpatchify
-from maelab.models.vit import get_preset, init_vit_weights, make_blocks, norm_layer, set_fused_attention, sincos_pos_embed
+from maelab.models.vit import (
+    get_preset,
+    init_vit_weights,
+    make_blocks,
+    norm_layer,
+    set_fused_attention,
+    sincos_pos_embed,
+)
 
 # Keys of the encoder in timm's VisionTransformer naming; everything else belongs to the decoder.
 ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
