@@ -52,7 +52,7 @@ def test_modes_are_converted_to_rgb(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(d / "s16.png")
     data = load_split(tmp_path / "m", "train")
     assert data.images.shape == (4, 3, 4, 4)
-    by_name = dict(zip(["gray", "pal", "rgba", "s16"], data.images[:, 0, 0, 0].tolist()))
+    by_name = dict(zip(["gray", "pal", "rgba", "s16"], data.images[:, 0, 0, 0].tolist(), strict=True))
     assert by_name == {"gray": 200, "pal": 3, "rgba": 100, "s16": 255}
 
 
