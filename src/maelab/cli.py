@@ -78,6 +78,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = resolve_config(file_values, given, args.config or "defaults")
         run = pretrain(cfg)
     print(f"run directory: {run}")
+    from maelab.checkpoint import latest_checkpoint, load_meta
+
+    found = latest_checkpoint(run)
+    if found is not None and load_meta(found).get("reason") == "interrupted":
+        return 130  # stopped by a signal: the checkpoint is safe, but the run is not finished
     return 0
 
 
@@ -86,24 +91,247 @@ def not_yet(args: argparse.Namespace) -> int:
 
 
 # Each subcommand has its own add_*_parser function below; build_parser only wires them together.
+def _add_frozen_eval_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``eval knn`` and ``eval linear`` (frozen features of a run or a timm backbone)."""
+    p.add_argument("run", nargs="?", default="", metavar="RUN", help="pretraining run (or checkpoint) directory")
+    p.add_argument("--data-dir", default="", help="data root (default: the run's, else $MAELAB_DATA)")
+    p.add_argument("--subset", type=int, default=0, help="class-balanced training images (0 = all; default: 0)")
+    p.add_argument("--test-subset", type=int, default=0, help="class-balanced test images (0 = all; default: 0)")
+    p.add_argument(
+        "--pooling", nargs="+", choices=("cls", "mean"), default=["cls"],
+        help="feature: CLS token and/or mean of the patch tokens; several give one row each (default: cls)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch (default: 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline (default: 0)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init encoder of the same shape")
+    p.add_argument("--no-cache", action="store_true", help="extract features again instead of using the cache")
+    p.add_argument("--out", default="", metavar="DIR", help="where to write the report (default: RUN/eval)")
+    p.add_argument("--backbone", default="", metavar="timm:NAME", help="evaluate a timm model instead of a RUN")
+    p.add_argument("--weights", default="", metavar="FILE", help="local .safetensors/.pth weights for --backbone")
+    p.add_argument(
+        "--img-size", type=int, default=0,
+        help="--backbone input size: images are resized to it (default: the data's size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--backbone-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="extra timm.create_model argument for --backbone, VALUE as JSON (e.g. embed_dim=384); repeatable",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _backbone_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--backbone-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # a bare string such as global_pool=token
+    return out
+
+
+def _frozen_eval_setup(args: argparse.Namespace) -> tuple[list, Any, str]:
+    """(encoders, data, output directory) of ``eval knn`` / ``eval linear``."""
+    from pathlib import Path
+
+    from maelab.evaluate import build_encoders, load_eval_data
+
+    if args.backbone and not args.out:
+        raise ConfigError("--backbone has no run directory to write into; pass --out DIR")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    data = None
+    img_size = args.img_size
+    if args.backbone and not img_size:  # the backbone is created for the data's image size
+        data = load_eval_data(args.data_dir or None, None, args.subset, args.test_subset)
+        img_size = int(data.train.images.shape[-1])
+    encoders, cfg = build_encoders(
+        args.run or None, args.backbone or None, args.weights or None, img_size,
+        _backbone_kwargs(args.backbone_arg), not args.no_baseline, args.seed,
+    )  # fmt: skip
+    if data is None:
+        data = load_eval_data(args.data_dir or None, cfg, args.subset, args.test_subset)
+    return encoders, data, args.out or str(Path(args.run) / "eval")
+
+
+def cmd_eval_knn(args: argparse.Namespace) -> int:
+    from maelab.evaluate import evaluate_knn, knn_markdown, write_report
+    from maelab.train import resolve_device
+
+    if not args.k or min(args.k) < 1:
+        raise ConfigError(f"--k values must be >= 1, got {args.k}")
+    if args.temperature <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+    encoders, data, out = _frozen_eval_setup(args)
+    report = evaluate_knn(
+        encoders, data, args.pooling, args.k, args.temperature, args.batch_size, resolve_device(args.device),
+        not args.quiet, not args.no_cache,
+    )  # fmt: skip
+    markdown = knn_markdown(report)
+    paths = write_report(report, markdown, out, "knn")
+    print(markdown, end="")
+    print(f"written: {paths[0]}, {paths[1]}")
+    return 0
+
+
 def add_eval_knn_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("knn", help="k-NN accuracy of frozen features (owner: evaluation)")
-    p.set_defaults(func=not_yet)
+    p = sub.add_parser(
+        "knn",
+        help="weighted k-NN accuracy of frozen features, beside a random-init encoder",
+        description="k-NN classification of frozen features as in DINO: cosine similarity, the k nearest "
+        "training images vote with weight exp(sim / T). Features (masking off, no augmentation) are cached "
+        "per checkpoint. Writes RUN/eval/knn.{json,md} (or DIR/ with --out).",
+    )
+    _add_frozen_eval_flags(p)
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 200], help="neighbours (default: 10 20 200)")
+    p.add_argument("--temperature", type=float, default=0.07, help="vote temperature T (default: 0.07)")
+    p.set_defaults(func=cmd_eval_knn)
+
+
+def cmd_eval_linear(args: argparse.Namespace) -> int:
+    from maelab.evaluate import evaluate_linear, linear_markdown, write_report
+    from maelab.linear_probe import ProbeConfig
+    from maelab.train import resolve_device
+
+    if args.epochs < 1 or args.probe_batch_size < 1:
+        raise ConfigError(f"--epochs and --probe-batch-size must be >= 1, got {args.epochs}, {args.probe_batch_size}")
+    if not args.lrs or min(args.lrs) <= 0:
+        raise ConfigError(f"--lrs must be > 0, got {args.lrs}")
+    if not 0 < args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    probe = ProbeConfig(
+        lrs=tuple(args.lrs), epochs=args.epochs, batch_size=args.probe_batch_size, val_fraction=args.val_fraction,
+        seed=args.seed,
+    )  # fmt: skip
+    encoders, data, out = _frozen_eval_setup(args)
+    report = evaluate_linear(
+        encoders, data, args.pooling, probe, args.batch_size, resolve_device(args.device), not args.quiet,
+        not args.no_cache,
+    )  # fmt: skip
+    markdown = linear_markdown(report)
+    paths = write_report(report, markdown, out, "linear")
+    print(markdown, end="")
+    print(f"written: {paths[0]}, {paths[1]}")
+    return 0
 
 
 def add_eval_linear_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("linear", help="linear probe on frozen features (owner: evaluation)")
-    p.set_defaults(func=not_yet)
+    from maelab.linear_probe import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LRS
+
+    p = sub.add_parser(
+        "linear",
+        help="linear probe on frozen features, beside a random-init encoder",
+        description="Train BatchNorm1d(affine=False) + linear on frozen features (MAE's probe). One head per "
+        "--lrs value is trained at once; the lr is picked on a held-out part of the TRAINING set, the head is "
+        "retrained at it on all training images and tested once. Writes RUN/eval/linear.{json,md}.",
+    )
+    _add_frozen_eval_flags(p)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"probe epochs (default: {DEFAULT_EPOCHS})")
+    p.add_argument(
+        "--lrs", type=float, nargs="+", default=list(DEFAULT_LRS),
+        help=f"candidate SGD learning rates (default: {' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--probe-batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+        help=f"feature rows per probe step (default: {DEFAULT_BATCH_SIZE})",
+    )  # fmt: skip
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1,
+        help="fraction of the training images held out to choose the lr (default: 0.1)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_eval_linear)
+
+
+def cmd_eval_finetune(args: argparse.Namespace) -> int:
+    from maelab.finetune import FinetuneConfig, finetune_run
+
+    ft = FinetuneConfig(**{k: getattr(args, k) for k in FinetuneConfig.__dataclass_fields__})
+    result = finetune_run(
+        args.run, ft, args.data_dir, args.subset, args.test_subset, args.from_scratch, not args.no_baseline
+    )
+    print(result["table"], end="")
+    print(f"written: {result['json']}, {result['markdown']}")
+    return 0
 
 
 def add_eval_finetune_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune the whole encoder + a head (owner: fine-tuning)")
-    p.set_defaults(func=not_yet)
+    from maelab.finetune import FinetuneConfig
+
+    d = FinetuneConfig()
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the whole encoder + a linear head, beside the same recipe from random init",
+        description="Fine-tune RUN's encoder end to end (timm ViT, layer-wise lr decay, drop path, label "
+        "smoothing, warm-up + cosine, random-resized-crop + flip) and report test top-1 beside the identical "
+        "recipe from random initialisation. Writes RUN/eval/finetune.{json,md}.",
+    )
+    p.add_argument("run", metavar="RUN", help="pretraining run (or checkpoint) directory")
+    p.add_argument("--data-dir", default="", help="data root (default: the run's, else $MAELAB_DATA)")
+    p.add_argument("--subset", type=int, default=0, help="class-balanced training images (0 = all; default: 0)")
+    p.add_argument("--test-subset", type=int, default=0, help="class-balanced test images (0 = all; default: 0)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"fine-tuning epochs (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default: {d.batch_size})")
+    p.add_argument("--blr", type=float, default=d.blr, help=f"base lr; lr = blr * batch / 256 (default: {d.blr:g})")
+    p.add_argument("--min-lr", type=float, default=d.min_lr, help=f"final cosine lr (default: {d.min_lr:g})")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"(default: {d.warmup_epochs:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default: {d.weight_decay:g})")
+    p.add_argument(
+        "--layer-decay", type=float, default=d.layer_decay,
+        help=f"lr scale per block below the head: block i gets ld**(depth-i) (default: {d.layer_decay:g})",
+    )  # fmt: skip
+    p.add_argument("--drop-path", type=float, default=d.drop_path, help=f"stochastic depth (default: {d.drop_path:g})")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"(default: {d.label_smoothing:g})")
+    p.add_argument(
+        "--crop-min-scale", type=float, default=d.crop_min_scale, help=f"random-resized-crop (default: {d.crop_min_scale:g})"
+    )
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=d.hflip, help="random horizontal flip")
+    p.add_argument("--global-pool", choices=("avg", "token"), default=d.global_pool, help="avg tokens or CLS (default: avg)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (0 = at the end; default: 0)")
+    p.add_argument("--from-scratch", action="store_true", help="fine-tune only a randomly initialised encoder")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=d.seed, help="head init, data order, augmentation (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
+    p.set_defaults(func=cmd_eval_finetune)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from maelab.visualize import reconstruct_run
+
+    result = reconstruct_run(
+        args.run, args.n, args.out or None, args.mask_ratio, args.seed, args.data_dir or None, args.num_eval,
+        args.device, args.quiet,
+    )  # fmt: skip
+    print(result["table"], end="")
+    print(f"figure: {result['figure']}\nwritten: {result['json']}, {result['markdown']}")
+    return 0
 
 
 def add_reconstruct_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reconstruct", help="reconstruction figure and quality of a run (owner: reconstruction)")
-    p.set_defaults(func=not_yet)
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruction figure and quality (masked MSE, PSNR, SSIM) of an MAE run",
+        description="Draw original | masked input | reconstruction | reconstruction + visible for N test images "
+        "and score reconstruction on the test split, all under fixed masks drawn from --seed (comparable across "
+        "runs). Writes the figure and RUN/eval/reconstruction_mr<R>_seed<S>.{json,md}.",
+    )
+    p.add_argument("run", metavar="RUN", help="MAE run (or checkpoint) directory")
+    p.add_argument("--n", type=int, default=8, help="images (rows) in the figure (default: 8)")
+    p.add_argument("--out", default="", help="figure path (default: RUN/eval/reconstruction_mr<R>_seed<S>.png)")
+    p.add_argument("--mask-ratio", type=float, default=None, help="mask ratio (default: the run's own)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the images and the masks (default: 0)")
+    p.add_argument(
+        "--num-eval", type=int, default=2000, help="class-balanced test images scored (0 = all; default: 2000)"
+    )
+    p.add_argument("--data-dir", default="", help="data root (default: the run's, else $MAELAB_DATA)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reconstruct)
 
 
 def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +345,105 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", default="", metavar="RUN", help="continue RUN from its newest checkpoint")
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from maelab.bench import bench_maelab, hardware_line
+    from maelab.train import resolve_device
+
+    if args.batch_size < 1 or args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        raise ConfigError("--batch-size, --rounds and --steps must be >= 1 and --warmup >= 0")
+    for ratio in args.mask_ratio:
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(f"--mask-ratio {ratio}: must be in [0, 1)")
+    try:
+        from maelab.models.vit import get_preset
+
+        get_preset(args.model)
+    except ValueError as e:
+        raise ConfigError(f"--model: {e}") from e
+    print(hardware_line(resolve_device(args.device)))
+    for ratio in args.mask_ratio:
+        r = bench_maelab(
+            args.model, args.batch_size, ratio, args.precision, args.device, args.compile, args.attention,
+            args.patch_size, args.rounds, args.steps, args.warmup,
+        )  # fmt: skip
+        print(r.line(), flush=True)
+    return 0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="training / inference throughput, peak memory and FLOP/s of the MAE",
+        description="Time maelab's training step (forward + backward + AdamW, img/s) and encoder inference on "
+        "random images, warm-up excluded, median of --rounds rounds of --steps steps. FLOPs per image are "
+        "counted with torch.utils.flop_counter. Peak memory: allocated GPU memory, or the process's peak RSS "
+        "on CPU. Peer comparisons: benchmarks/compare.py.",
+    )
+    p.add_argument("--model", default="ref", help="model preset: ref, vit-tiny, vit-small (default: ref)")
+    p.add_argument("--patch-size", type=int, default=4, help="patch size (default: 4)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per step (default: 256)")
+    p.add_argument("--mask-ratio", type=float, nargs="+", default=[0.75], metavar="R",
+                   help="one or more mask ratios, each benchmarked (default: 0.75)")  # fmt: skip
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 autocast (default: auto)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the model (default: off)")  # fmt: skip
+    p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "explicit"),
+                   help="attention kernel: auto (explicit on CPU, SDPA on CUDA), sdpa or explicit (default: auto)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds; the median is printed (default: 3)")
+    p.add_argument("--steps", type=int, default=3, help="steps per timed round (default: 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default: 2)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from maelab.export import export_encoder
+
+    weights, meta = export_encoder(args.run, args.out, args.format)
+    print(f"encoder weights: {weights}\ntimm arguments: {meta}")
+    return 0
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a run's encoder as a timm VisionTransformer state dict",
+        description="Write the encoder of RUN's newest checkpoint as a timm VisionTransformer state dict "
+        "(safetensors) and, beside it (same name, .json), the timm.create_model arguments that load it with "
+        "strict=True: timm.create_model(j['model_name'], pretrained=False, **j['kwargs']).",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory (newest checkpoint) or a checkpoint directory")
+    p.add_argument("--format", default="timm", choices=["timm"], help="export format (default: timm)")
+    p.add_argument("--out", default="encoder.safetensors", metavar="FILE",
+                   help="weights file; the arguments go to FILE with .json (default: encoder.safetensors)")  # fmt: skip
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from maelab.report import write_report
+
+    md, html = write_report(args.path, args.out or None, reconstruct=args.reconstruct, data_dir=args.data_dir or None)
+    print(f"report: {html}\nmarkdown: {md}")
+    return 0
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="self-contained HTML report of a run or a results directory",
+        description="Render PATH (a run directory or a directory of results/runs) as report.md and a "
+        "self-contained report.html (images embedded): config, loss curves, reconstructions, evaluation tables "
+        "and any figures and summary.md found.",
+    )
+    p.add_argument("path", metavar="RUN_OR_RESULTS_DIR", help="a run directory or a results directory")
+    p.add_argument("--out", default="", metavar="DIR", help="where report.md/report.html go (default: PATH)")
+    p.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw a reconstruction figure of a run without one (needs the test split; default: on)")  # fmt: skip
+    p.add_argument("--data-dir", default="", metavar="DIR", help="data root for that figure (default: the run's)")
+    p.set_defaults(func=cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_linear_parser(eval_sub)
     add_eval_finetune_parser(eval_sub)
     add_reconstruct_parser(sub)
+    add_bench_parser(sub)
+    add_export_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

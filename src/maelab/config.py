@@ -90,6 +90,8 @@ class TrainConfig:
     save_every: int = opt(1, "epochs between checkpoints (the last epoch is always saved)")
     keep_checkpoints: int = opt(2, "checkpoints kept on disk (newest first)")
     quiet: bool = opt(False, "no progress bar; one log line per epoch")
+    tensorboard: bool = opt(False, "log loss, lr, img/s and reconstructions to RUN/tensorboard (pip install maelab[tensorboard])")
+    tensorboard_every: int = opt(1, "epochs between TensorBoard reconstruction grids of 8 fixed test images")
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -219,6 +221,7 @@ def validate(cfg: Config) -> None:
         (t.accum_steps > 0, f"--accum-steps must be > 0, got {t.accum_steps}"),
         (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
         (t.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {t.precision!r}"),
+        (t.tensorboard_every > 0, f"--tensorboard-every must be > 0, got {t.tensorboard_every}"),
         (t.log_every > 0 and t.save_every > 0 and t.keep_checkpoints > 0,
          "--log-every, --save-every and --keep-checkpoints must be > 0"),
         (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"--betas needs two values in [0, 1), got {t.betas}"),

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from maelab import checkpoint as ckpt
 from maelab.config import Config, ConfigError, config_from_dict, validate
 from maelab.data import DataError, class_balanced_subset, load_split
+from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
 from maelab.methods import get_method
+from maelab.tblog import TensorBoardLogger
 
 NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "decoder_pos_embed")
 
@@ -173,88 +175,102 @@ def pretrain(
     ``resume=RUN`` continues RUN from its newest checkpoint (``overrides`` may change epochs,
     quiet, device, log_every). ``stop_after_steps`` saves a checkpoint and returns after that
     many optimizer steps in total, as an interruption would (used by tests and time budgets).
+    Under torchrun every process trains on its shard of the data with DDP; rank 0 writes files.
     """
-    start_time = time.perf_counter()
     if resume is not None:
-        run = Path(resume)
-        cfg = load_run_config(run)
+        cfg = load_run_config(resume)
         for key, value in (overrides or {}).items():
             setattr(cfg.train, key, value)
         validate(cfg)
     elif cfg is None:
         raise ConfigError("pretrain needs a config or resume=RUN")
-    t = cfg.train
-    method = get_method(t.method)
-    device = resolve_device(t.device)
-    amp_dtype = resolve_precision(t.precision, device)
+    info, device = init_distributed(resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps)
+    finally:
+        shutdown(info)
 
+
+def _load_shard(cfg: Config, info: DistInfo, device: torch.device) -> torch.Tensor:
+    """This process's training images as one uint8 tensor (N_shard, C, H, W) on ``device``."""
     data = load_split(
         cfg.data.data_dir, "train", cfg.data.dataset, cfg.model.img_size, cfg.data.resize,
         cfg.data.skip_bad_images, cfg.data.download,
     )  # fmt: skip
     if cfg.data.subset:
         data = class_balanced_subset(data, cfg.data.subset)
-    images = data.images.to(device)  # the whole split lives on the device as one uint8 tensor
+    images = data.images
+    if info.enabled:  # equal shards (every process must run the same number of steps)
+        images = images[info.rank :: info.world_size][: len(images) // info.world_size]
+    return images.to(device)  # the whole shard lives on the device as one uint8 tensor
+
+
+def _train(
+    cfg: Config, resume: Path | None, info: DistInfo, device: torch.device, stop_after_steps: int | None
+) -> Path:
+    start_time = time.perf_counter()
+    t = cfg.train
+    method = get_method(t.method)
+    amp_dtype = resolve_precision(t.precision, device)
+    images = _load_shard(cfg, info, device)
     n_images = images.shape[0]
     steps_per_epoch = n_images // (t.batch_size * t.accum_steps)
     if steps_per_epoch < 1:
         raise DataError(
             f"--batch-size {t.batch_size} x --accum-steps {t.accum_steps} = {t.batch_size * t.accum_steps} images per "
-            f"optimizer step, but the training set has only {n_images}; lower them"
+            f"optimizer step{' per process' if info.enabled else ''}, but the training set has only {n_images}"
+            f"{' per process' if info.enabled else ''}; lower them"
         )
     total_steps = t.epochs * steps_per_epoch
-    eff_batch = t.batch_size * t.accum_steps
+    eff_batch = t.batch_size * t.accum_steps * info.world_size
     peak_lr = t.lr if t.lr > 0 else t.blr * eff_batch / 256
     warmup_steps = round(min(t.warmup_epochs, t.epochs) * steps_per_epoch)
     lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
 
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # the same initial weights in every process
     model = method.build(cfg).to(device)
     if hasattr(model, "set_fused_attention"):
         model.set_fused_attention(device.type == "cuda")
-    forward_model = torch.compile(model) if t.compile else model
     optimizer = torch.optim.AdamW(
         param_groups(model, t.weight_decay), lr=peak_lr, betas=tuple(t.betas), fused=device.type == "cuda"
     )
     perm_gen = torch.Generator().manual_seed(t.seed)
     step, elapsed_before = 0, 0.0
-
     if resume is not None:
-        found = ckpt.latest_checkpoint(run)
-        if found is None:
-            raise ckpt.CheckpointError(f"--resume {run}: no complete checkpoint in {run}/checkpoints")
-        ckpt.load_state_strict(model, ckpt.load_weights(found), str(found))
-        state = ckpt.load_train_state(found)
-        optimizer.load_state_dict(state["optimizer"])
-        meta = ckpt.load_meta(found)
-        step, elapsed_before = meta["step"], meta.get("wall_time", 0.0)
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        perm_gen.set_state(state["rng"]["perm_epoch_start"])
-        _truncate_metrics(run / "metrics.jsonl", step)
-        cfg.save(run / "config.json")
+        run = resume
+        step, elapsed_before = _restore(run, model, optimizer, perm_gen, device, info, steps_per_epoch)
     else:
-        run = _new_run_dir(cfg)
-        cfg.save(run / "config.json")
+        run = _new_run_dir(cfg) if info.is_main else Path(cfg.train.out or "runs")
+    if info.enabled:  # different masks and crops per process, reproducible from the seed
+        torch.manual_seed(t.seed + 1 + info.rank + 100_003 * step)
+    train_model: nn.Module = nn.parallel.DistributedDataParallel(model) if info.enabled else model
+    forward_model = torch.compile(train_model) if t.compile else train_model
 
+    write = info.is_main
+    if write:
+        cfg.save(run / "config.json")
     metrics_path = run / "metrics.jsonl"
-    log_file = open(metrics_path, "a")  # noqa: SIM115 - closed in finally
+    log_file = open(metrics_path, "a") if write else None  # noqa: SIM115 - closed in finally
+    tb = TensorBoardLogger(run, cfg, purge_step=step) if t.tensorboard and write else None
     bar = tqdm(
-        total=total_steps, initial=step, disable=t.quiet, unit="step", dynamic_ncols=True,
+        total=total_steps, initial=step, disable=t.quiet or not write, unit="step", dynamic_ncols=True,
         desc=f"{t.method} {cfg.model.name} mr={cfg.model.mask_ratio}",
     )  # fmt: skip
     perm_state = perm_gen.get_state()
-    last_loss = float("nan")
+    last_loss, img_s = float("nan"), 0.0
 
-    def save(reason: str) -> Path:
-        meta = {
-            "method": t.method, "step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-            "total_steps": total_steps, "loss": last_loss, "wall_time": elapsed_before + time.perf_counter() - start_time,
-            "config": cfg.to_dict(), "reason": reason, "maelab_format": 1,
-        }  # fmt: skip
-        state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(device, perm_state)}
-        return ckpt.save_checkpoint(run, f"step_{step:08d}", model.state_dict(), meta, state, t.keep_checkpoints)
+    def save(reason: str) -> Path | None:
+        if write:
+            meta = {
+                "method": t.method, "step": step, "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                "total_steps": total_steps, "loss": last_loss, "world_size": info.world_size,
+                "wall_time": elapsed_before + time.perf_counter() - start_time, "config": cfg.to_dict(),
+                "reason": reason, "maelab_format": 1,
+            }  # fmt: skip
+            state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(device, perm_state)}
+            path = ckpt.save_checkpoint(run, f"step_{step:08d}", model.state_dict(), meta, state, t.keep_checkpoints)
+        barrier(info)
+        return path if write else None
 
     model.train()
     status = "finished"
@@ -272,8 +288,10 @@ def pretrain(
                 for micro_batches in _batches(perm, first, steps_per_epoch, t.batch_size, t.accum_steps):
                     for group in optimizer.param_groups:
                         group["lr"] = lrs[step]
-                    for idx in micro_batches:
-                        with autocast(device, amp_dtype):
+                    for i, idx in enumerate(micro_batches):
+                        # DDP averages gradients once per optimizer step, on the last micro-batch.
+                        sync = not info.enabled or i == len(micro_batches) - 1
+                        with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast(device, amp_dtype):
                             loss = method.loss(forward_model, images[idx], cfg)
                         (loss / t.accum_steps).backward()
                         window_loss += loss.detach() / t.accum_steps
@@ -287,8 +305,11 @@ def pretrain(
                     window_steps += 1
                     bar.update(1)
                     end_of_epoch = step % steps_per_epoch == 0
-                    if step % t.log_every == 0 or end_of_epoch or stop.signal or step == stop_after_steps:
-                        last_loss = window_loss.item() / window_steps  # the only host sync
+                    log_now = step % t.log_every == 0 or end_of_epoch or step == stop_after_steps
+                    # In DDP every process must agree on stopping; they compare flags at log steps.
+                    stopping = any_process(bool(stop.signal), info, device) if (log_now or not info.enabled) else False
+                    if log_now or stopping:
+                        last_loss = all_reduce_mean(window_loss, info).item() / window_steps  # the only host sync
                         now = time.perf_counter()
                         img_s = window_steps * eff_batch / (now - window_start)
                         if not math.isfinite(last_loss):
@@ -302,33 +323,78 @@ def pretrain(
                             "lr": lrs[step - 1], "img_per_s": round(img_s, 2),
                             "wall_time": round(elapsed_before + now - start_time, 3),
                         }  # fmt: skip
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
+                        if log_file is not None:
+                            log_file.write(json.dumps(record) + "\n")
+                            log_file.flush()
+                        if tb is not None:
+                            tb.log_scalars(step, record)
                         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lrs[step - 1]:.2e}", img_s=f"{img_s:.0f}")
                         window_loss.zero_()
                         window_steps, window_start = 0, time.perf_counter()
                     if end_of_epoch:
-                        if t.quiet:
+                        if t.quiet and write:
                             print(
                                 f"epoch {epoch + 1}/{t.epochs} step {step}/{total_steps} loss {last_loss:.4f} "
                                 f"lr {lrs[step - 1]:.2e} img/s {img_s:.0f}",
                                 flush=True,
                             )
+                        if tb is not None and ((epoch + 1) % t.tensorboard_every == 0 or step == total_steps):
+                            tb.log_reconstructions(step, model)
                         if (epoch + 1) % t.save_every == 0 or step == total_steps:
                             save("epoch")
-                    if stop.signal or step == stop_after_steps:
+                    if stopping or step == stop_after_steps:
                         status = "interrupted"
                         path = save("interrupted")
                         bar.close()
-                        print(f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`")
+                        if write:
+                            print(f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`")
                         return run
     finally:
         bar.close()
-        log_file.close()
-        if status != "interrupted":
+        if log_file is not None:
+            log_file.close()
+        if tb is not None:
+            tb.close()
+        if write and status != "interrupted":
             _write_summary(run, cfg, status, step, total_steps, elapsed_before + time.perf_counter() - start_time,
                            metrics_path, device, amp_dtype)  # fmt: skip
     return run
+
+
+def _restore(
+    run: Path, model: nn.Module, optimizer: torch.optim.Optimizer, perm_gen: torch.Generator,
+    device: torch.device, info: DistInfo, steps_per_epoch: int,
+) -> tuple[int, float]:  # fmt: skip
+    """Load RUN's newest checkpoint into model/optimizer/RNGs; returns (step, wall time so far).
+
+    With the same number of processes the run continues exactly; with another world size the
+    step is mapped by epoch progress (the global batch, and so the steps per epoch, changed).
+    """
+    found = ckpt.latest_checkpoint(run)
+    if found is None:
+        raise ckpt.CheckpointError(f"--resume {run}: no complete checkpoint in {run}/checkpoints")
+    ckpt.load_state_strict(model, ckpt.load_weights(found), str(found))
+    state = ckpt.load_train_state(found)
+    optimizer.load_state_dict(state["optimizer"])
+    meta = ckpt.load_meta(found)
+    if meta.get("world_size", 1) == info.world_size and meta["steps_per_epoch"] == steps_per_epoch:
+        torch.set_rng_state(state["rng"]["cpu"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        perm_gen.set_state(state["rng"]["perm_epoch_start"])
+        step = meta["step"]
+    else:
+        epoch = math.floor(meta["epoch"] + 1e-9)
+        step = epoch * steps_per_epoch  # restart the interrupted epoch with the new layout
+        perm_gen.manual_seed(int(meta["config"]["train"]["seed"]) + epoch)
+        if info.is_main:
+            print(
+                f"resuming {run} with {info.world_size} process(es) (checkpoint: {meta.get('world_size', 1)}): "
+                f"continuing at the start of epoch {epoch + 1} (step {step})"
+            )
+    if info.is_main:
+        _truncate_metrics(run / "metrics.jsonl", meta["step"])
+    return step, meta.get("wall_time", 0.0)
 
 
 def _write_summary(

@@ -1,0 +1,286 @@
+"""Throughput of MAE training and inference: img/s, peak memory and achieved FLOP/s.
+
+A *contender* is anything with ``loss(imgs) -> scalar`` and ``encode(imgs) -> features``: maelab's
+MAE here, the peers in ``benchmarks/peers.py``. :func:`measure_rounds` times several contenders
+interleaved (round-robin, several rounds, median), so that load from other processes on a shared
+machine hits all of them alike and their *ratios* stay meaningful. Warm-up steps (allocator,
+``torch.compile``) are never timed, and there is no host sync inside a timed block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from maelab.models.mae import MAE
+from maelab.train import autocast, resolve_device, resolve_precision
+
+Batch = torch.Tensor  # (B, 3, H, W) float images, already normalised
+
+
+# ------------------------------------------------------------------------------------ hardware
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX); Linux flags only.
+
+    Without it PyTorch emulates bf16 matmuls and they are far slower than fp32.
+    """
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 512, seconds: float = 0.3) -> float:
+    """Measured GFLOP/s of one (size x size) @ (size x size) matmul in ``dtype`` on ``device``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b  # warm-up
+    n, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        n += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed > seconds:
+            return 2 * size**3 * n / elapsed / 1e9
+
+
+def hardware_line(device: torch.device) -> str:
+    """One line naming the processor / GPU, threads and torch version."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = "unknown CPU"
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        name += f", {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+        name += ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
+    return f"{name}; torch {torch.__version__}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory since the last reset (CUDA) or the process's peak RSS (CPU), MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ------------------------------------------------------------------------------------ contenders
+@dataclass
+class Contender:
+    """A model under test: one training step = loss -> backward -> optimizer step -> zero grads."""
+
+    name: str
+    module: nn.Module
+    loss: Callable[[Batch], torch.Tensor]  # imgs -> scalar loss (masking inside)
+    encode: Callable[[Batch], torch.Tensor]  # imgs -> (B, 1 + N, D) features, no masking
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.amp_dtype is None else "bf16"
+
+    def num_params(self) -> int:
+        """All parameters, trainable or not (fixed sin-cos tables count too)."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    def train_step(self, imgs: Batch) -> None:
+        """Forward + backward + optimizer step; no host sync."""
+        with autocast(self.device, self.amp_dtype):
+            loss = self.loss(imgs)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def infer_step(self, imgs: Batch) -> None:
+        """Encoder forward over all patches (eval mode is the caller's business)."""
+        with autocast(self.device, self.amp_dtype):
+            self.encode(imgs)
+
+
+def adamw(model: nn.Module, device: torch.device, lr: float = 1.5e-4) -> torch.optim.AdamW:
+    """AdamW as maelab's training loop builds it (fused kernel where PyTorch has one)."""
+    from maelab.train import param_groups
+
+    return torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95), fused=True)
+
+
+def maelab_contender(
+    preset: str = "ref",
+    mask_ratio: float = 0.75,
+    precision: str = "auto",
+    device: str | torch.device = "auto",
+    compile: bool = False,
+    attention: str = "auto",
+    patch_size: int = 4,
+) -> Contender:
+    """maelab's MAE with the training loop's defaults (attention per device, fused AdamW, precision).
+
+    ``attention``: ``auto`` (explicit on CPU, SDPA on CUDA, as ``pretrain``), ``sdpa`` or ``explicit``.
+    """
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    if attention not in ("auto", "sdpa", "explicit"):
+        raise ValueError(f"attention must be auto, sdpa or explicit, got {attention!r}")
+    model = MAE.from_preset(preset, patch_size=patch_size, mask_ratio=mask_ratio).to(dev).train()
+    model.set_fused_attention(dev.type == "cuda" if attention == "auto" else attention == "sdpa")
+    fwd = torch.compile(model) if compile else model
+
+    def loss(imgs: Batch) -> torch.Tensor:
+        return fwd(imgs)[0]
+
+    name = "maelab" + ("+compile" if compile else "") + ("" if attention == "auto" else f"+{attention}")
+    return Contender(name, model, loss, model.forward_features, adamw(model, dev), resolve_precision(precision, dev), dev)
+
+
+def module_contender(name: str, module: nn.Module, device: torch.device, amp_dtype: torch.dtype | None) -> Contender:
+    """A peer module with ``forward(imgs) -> loss`` and ``encode(imgs)``, with PyTorch's default AdamW."""
+    module = module.to(device).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    return Contender(name, module, module, module.encode, opt, amp_dtype, device)
+
+
+# ------------------------------------------------------------------------------------ measuring
+def train_flops_per_image(c: Contender, imgs: Batch) -> float:
+    """FLOPs of one training step's forward + backward per image (matmuls, convs, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        with autocast(c.device, c.amp_dtype):
+            loss = c.loss(imgs)
+        loss.backward()
+    c.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / imgs.shape[0]
+
+
+def infer_flops_per_image(c: Contender, imgs: Batch) -> float:
+    """FLOPs of one encoder forward over all patches, per image."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast(c.device, c.amp_dtype):
+        c.encode(imgs)
+    return counter.get_total_flops() / imgs.shape[0]
+
+
+def time_steps(step: Callable[[Batch], None], imgs: Batch, n: int, device: torch.device) -> float:
+    """Seconds for ``n`` calls of ``step(imgs)``, one device sync at the end only."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        step(imgs)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure_rounds(
+    contenders: Sequence[Contender],
+    imgs: Batch,
+    rounds: int = 3,
+    steps: int = 3,
+    warmup: int = 2,
+    kind: str = "train",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """img/s per round of each contender, interleaved round-robin; warm-up steps are not timed.
+
+    ``kind`` is ``train`` (forward + backward + optimizer) or ``infer`` (encoder, no grad, eval mode).
+    """
+    if kind not in ("train", "infer"):
+        raise ValueError(f"kind must be train or infer, got {kind!r}")
+    steps_of = {c.name: (c.train_step if kind == "train" else c.infer_step) for c in contenders}
+    for c in contenders:
+        c.module.train(kind == "train")
+        time_steps(steps_of[c.name], imgs, warmup, c.device)
+        if log:
+            log(f"  warmed up {c.name} ({c.precision}, {kind})")
+    out: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for _ in range(rounds):
+        for c in contenders:
+            seconds = time_steps(steps_of[c.name], imgs, steps, c.device)
+            out[c.name].append(steps * imgs.shape[0] / seconds)
+    for c in contenders:
+        c.module.train()
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return statistics.median(values)
+
+
+@dataclass
+class BenchResult:
+    """What ``maelab bench`` prints for one configuration."""
+
+    name: str
+    precision: str
+    batch_size: int
+    mask_ratio: float
+    params: int
+    train_img_s: float
+    infer_img_s: float
+    train_gflop_per_img: float
+    infer_gflop_per_img: float
+    peak_memory_mb: float
+
+    def line(self) -> str:
+        """One human-readable line."""
+        train_tflops = self.train_img_s * self.train_gflop_per_img / 1e3
+        infer_tflops = self.infer_img_s * self.infer_gflop_per_img / 1e3
+        return (
+            f"{self.name:16s} {self.precision:4s} batch {self.batch_size:4d} mask {self.mask_ratio:.2f} | "
+            f"train {self.train_img_s:8.1f} img/s {train_tflops * 1e3:7.1f} GFLOP/s "
+            f"({self.train_gflop_per_img:.3f} GFLOP/img) | infer {self.infer_img_s:8.1f} img/s "
+            f"{infer_tflops * 1e3:7.1f} GFLOP/s | peak mem {self.peak_memory_mb:.0f} MiB"
+        )
+
+
+def random_batch(batch_size: int, img_size: int, device: torch.device, seed: int = 0) -> Batch:
+    """A fixed normalised-looking float batch (B, 3, img, img); the step time does not depend on content."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device)
+
+
+def bench_maelab(
+    preset: str = "ref",
+    batch_size: int = 256,
+    mask_ratio: float = 0.75,
+    precision: str = "auto",
+    device: str = "auto",
+    compile: bool = False,
+    attention: str = "auto",
+    patch_size: int = 4,
+    rounds: int = 3,
+    steps: int = 3,
+    warmup: int = 2,
+) -> BenchResult:
+    """Train and inference throughput of maelab's MAE at one configuration (medians over rounds)."""
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    c = maelab_contender(preset, mask_ratio, precision, dev, compile, attention, patch_size)
+    imgs = random_batch(batch_size, 32, dev)
+    train_flops = train_flops_per_image(c, imgs)
+    infer_flops = infer_flops_per_image(c, imgs)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    train = measure_rounds([c], imgs, rounds, steps, warmup, "train")[c.name]
+    infer = measure_rounds([c], imgs, rounds, steps, warmup, "infer")[c.name]
+    return BenchResult(
+        c.name, c.precision, batch_size, mask_ratio, c.num_params(), median(train), median(infer),
+        train_flops / 1e9, infer_flops / 1e9, peak_memory_mb(dev),
+    )  # fmt: skip
