@@ -73,6 +73,10 @@ def test_batch_larger_than_data(tmp_path: Path, image_folder: Path, capsys: pyte
                "--batch-size", "64", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
     assert rc == 2
     assert "--batch-size 64" in capsys.readouterr().err
+    rc = main(["pretrain", "--data-dir", str(image_folder), "--img-size", "8", "--patch-size", "4",
+               "--batch-size", "4", "--accum-steps", "10", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
+    assert rc == 2
+    assert "--accum-steps 10 = 40 images per optimizer step, but the training set has only 12" in capsys.readouterr().err
 
 
 def test_pretrain_and_resume_from_cli(tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

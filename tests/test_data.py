@@ -158,3 +158,11 @@ def test_real_cifar10_layout(cifar_dir: Path) -> None:
     assert test.images.shape == (10000, 3, 32, 32)
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert test.classes[0] == "airplane" and test.classes[9] == "truck"
+
+
+def test_no_readable_images(tmp_path: Path) -> None:
+    d = tmp_path / "n" / "train" / "a"
+    d.mkdir(parents=True)
+    (d / "readme.txt").write_text("no images here")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable images"):
+        load_split(tmp_path / "n", "train", skip_bad_images=True)
