@@ -120,26 +120,30 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int, int]]]:
+    """Classes, (file, label) pairs and (name, size, mtime) stamps of ``split_dir/<class>/*``, sorted."""
     classes = sorted((d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=_natural_key)
     if not classes:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<images>)")
-    files: list[tuple[Path, int]] = []
+    files: list[tuple[str, int]] = []  # plain strings: 50k Path objects cost seconds
+    stamps: list[tuple[str, int, int]] = []
     empty = []
     for label, name in enumerate(classes):
-        entries = sorted(
-            (f for f in (split_dir / name).iterdir() if f.is_file() and not f.name.startswith(".")),
-            key=lambda f: _natural_key(f.name),
-        )
+        # os.scandir: one directory read, file types without a stat per file (50k files in ~1 s).
+        with os.scandir(split_dir / name) as it:
+            entries = sorted((e for e in it if e.is_file() and not e.name.startswith(".")), key=lambda e: _natural_key(e.name))
         if not entries:
             empty.append(name)
-        files.extend((f, label) for f in entries)
+        for e in entries:
+            st = e.stat()
+            files.append((e.path, label))
+            stamps.append((f"{name}/{e.name}", st.st_size, st.st_mtime_ns))
     if empty:
         raise DataError(f"{split_dir}: empty class folder(s): {', '.join(empty)}; remove them or add images")
-    return classes, files
+    return classes, files, stamps
 
 
-def _decode(path: Path, size: int | None, resize: bool) -> np.ndarray:
+def _decode(path: str, size: int | None, resize: bool) -> np.ndarray:
     """One image file -> (H, W, 3) uint8. Grayscale, palette, RGBA and 16-bit are converted."""
     with Image.open(path) as img:
         img.load()
@@ -167,7 +171,7 @@ def load_image_folder(
     split_dir = root / split
     if not split_dir.is_dir():
         raise DataError(f"--data-dir {root}: missing {split_dir} (expected {root}/{{train,test}}/<class>/<images>)")
-    classes, files = _list_folder(split_dir)
+    classes, files, stamps = _list_folder(split_dir)
     if image_size is None:  # the first readable image decides the size
         for f, _ in files:
             try:
@@ -176,17 +180,14 @@ def load_image_folder(
                 break
             except Exception:
                 continue
-    key_src = json.dumps(
-        [CACHE_VERSION, str(root.resolve()), split, image_size, resize, skip_bad_images]
-        + [[str(f.relative_to(split_dir)), f.stat().st_size, f.stat().st_mtime_ns] for f, _ in files]
-    )
+    key_src = json.dumps([CACHE_VERSION, str(root.resolve()), split, image_size, resize, skip_bad_images, stamps])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     cache = cache_dir() / f"folder-{split}-{key}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return ImageData(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long(), list(z["classes"]))
 
-    def work(item: tuple[Path, int]) -> np.ndarray | str:
+    def work(item: tuple[str, int]) -> np.ndarray | str:
         path = item[0]
         try:
             return _decode(path, image_size, resize)
