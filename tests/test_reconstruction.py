@@ -140,7 +140,9 @@ def test_evaluate_is_batch_size_and_subset_invariant() -> None:
     assert a["psnr"] == pytest.approx(b["psnr"]) and a["ssim"] == pytest.approx(b["ssim"])
     assert a["mse_loss_space"] == pytest.approx(b["mse_loss_space"], rel=1e-5)
     # Image i keeps noise row i when scored alone, so one image's number equals its share of the whole.
-    parts = [evaluate_reconstruction(model, imgs, MEAN, STD, seed=0, indices=torch.tensor([i]))["psnr"] for i in range(6)]
+    parts = [
+        evaluate_reconstruction(model, imgs, MEAN, STD, seed=0, indices=torch.tensor([i]))["psnr"] for i in range(6)
+    ]
     assert sum(parts) / 6 == pytest.approx(a["psnr"], rel=1e-5)
     assert balanced_indices(torch.tensor([0, 0, 1, 1, 0, 1]), 4).tolist() == [0, 1, 2, 3]
 
@@ -151,7 +153,9 @@ def test_loss_space_mse_matches_training_loss() -> None:
     from maelab.augment import normalize
 
     loss, _, _ = model(normalize(imgs, MEAN, STD), noise=noise)
-    assert reconstruct(model, imgs, MEAN, STD, noise).loss_space_mse.mean().item() == pytest.approx(loss.item(), rel=1e-5)
+    assert reconstruct(model, imgs, MEAN, STD, noise).loss_space_mse.mean().item() == pytest.approx(
+        loss.item(), rel=1e-5
+    )
 
 
 def test_cli_reconstruct(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

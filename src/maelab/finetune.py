@@ -2,9 +2,10 @@
 
 The encoder is loaded into a timm ``VisionTransformer`` through its timm-named state dict (strict:
 only the new head is missing). Recipe: AdamW with layer-wise lr decay
-(``timm.optim.param_groups_layer_decay``: stem ``ld**(depth+1)``, block ``i`` ``ld**(depth-i)``,
-head 1), warm-up + cosine per step, drop path, label smoothing, and batched on-device
-random-resized-crop + flip of the uint8 training images. ``from_scratch`` runs the identical recipe
+(``timm.optim.param_groups_layer_decay``: lr scale ``ld**(depth+1)`` for the patch embedding, CLS
+and positional embedding, ``ld**(depth-i)`` for block ``i`` (the final norm goes with the last
+block), 1 for the head), warm-up + cosine per step, drop path, label smoothing, and batched
+on-device random-resized-crop + flip of the uint8 training images. ``from_scratch`` runs the identical recipe
 from the MAE's own random initialisation, so "pretraining vs none" is one flag apart.
 """
 

@@ -20,7 +20,7 @@ from maelab.reconstruction import fixed_noise, reconstruct
 
 # Masked patches in the masked-input panel are painted this grey (in [0, 1] pixels).
 GREY = 0.5
-COLUMNS = ("original", "masked input", "reconstruction", "reconstruction + visible")
+COLUMNS = ("original", "masked input", "reconstruction", "recon. + visible")
 NORM_PIX_NOTE = (
     "norm_pix_loss model: predicted patches were un-normalised with each patch's true mean and std, "
     "information the model did not see"
@@ -48,7 +48,9 @@ def reconstruction_panels(
     return torch.stack([r.original, masked_input, r.prediction, r.pasted], dim=1).cpu()
 
 
-def save_figure(panels: torch.Tensor, path: str | Path, title: str, caption: str = "", panel_inches: float = 1.4) -> Path:
+def save_figure(
+    panels: torch.Tensor, path: str | Path, title: str, caption: str = "", panel_inches: float = 1.4
+) -> Path:
     """Draw panels (n, 4, C, H, W) in [0, 1] as an n x 4 grid, nearest-neighbour upscaled, to ``path``."""
     import matplotlib
 

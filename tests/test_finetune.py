@@ -1,0 +1,132 @@
+"""Fine-tuning: encoder -> timm ViT, layer-wise lr decay, a short run whose loss falls, from scratch, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from maelab import MAE
+from maelab.cli import main
+from maelab.config import resolve_config
+from maelab.data import ImageData
+from maelab.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups
+from maelab.train import pretrain
+
+from .conftest import TINY_MODEL, write_image_folder
+
+DEPTH = 3
+
+
+def tiny_cfg(**model: object):
+    return resolve_config(None, {"model": {**TINY_MODEL, "encoder_depth": DEPTH, **model}}, "test")
+
+
+def trained_like_mae(cfg) -> MAE:
+    """A tiny MAE whose weights differ from any fresh initialisation (stands in for a pretrained one)."""
+    from maelab.methods import build_mae
+
+    torch.manual_seed(123)
+    mae = build_mae(cfg)
+    with torch.no_grad():
+        for p in mae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return mae.eval()
+
+
+def separable_data(n: int = 64, seed: int = 0) -> ImageData:
+    """Two classes a ViT can tell apart in a few steps: dark vs bright images plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    base = torch.where(labels.view(-1, 1, 1, 1) == 1, 180.0, 60.0)
+    images = (base + 40 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 255).to(torch.uint8)
+    return ImageData(images, labels, ["dark", "bright"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step MAE run on a 32x32 image folder (2 classes x 6 images per split)."""
+    root = tmp_path_factory.mktemp("finetune")
+    data = write_image_folder(root / "data", per_class=6, size=32)
+    train = dict(epochs=1, batch_size=4, warmup_epochs=0, quiet=True, out=str(root / "run"), device="cpu")
+    cfg = resolve_config(None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train}, "test")
+    return pretrain(cfg)
+
+
+def test_encoder_loads_into_timm_and_gives_the_same_tokens() -> None:
+    cfg = tiny_cfg()
+    mae = trained_like_mae(cfg)
+    vit = build_classifier(mae, cfg, FinetuneConfig(drop_path=0.0), num_classes=10).eval()
+    for name, value in mae.encoder_state_dict().items():
+        assert torch.equal(vit.state_dict()[name], value), name
+    assert vit.head.weight.abs().max() < 1e-3 and vit.head.bias.abs().max() == 0  # MAE head init
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(vit.forward_features(x), mae.forward_features(x), atol=1e-5)
+    assert vit(x).shape == (2, 10)
+
+
+def test_layer_decay_lr_scale_per_block() -> None:
+    cfg, ld = tiny_cfg(), 0.5
+    vit = build_classifier(None, cfg, FinetuneConfig(), num_classes=10)
+    scale = {id(p): g["lr_scale"] for g in layer_decay_param_groups(vit, 0.05, ld) for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in layer_decay_param_groups(vit, 0.05, ld) for p in g["params"]}
+    names = dict(vit.named_parameters())
+    # stem = layer 0, block i = layer i + 1, head = layer depth + 1: scale ld ** (depth + 1 - layer)
+    for name in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        assert scale[id(names[name])] == pytest.approx(ld ** (DEPTH + 1))
+    for i in range(DEPTH):
+        assert scale[id(names[f"blocks.{i}.attn.qkv.weight"])] == pytest.approx(ld ** (DEPTH - i))
+        assert scale[id(names[f"blocks.{i}.mlp.fc2.bias"])] == pytest.approx(ld ** (DEPTH - i))
+    assert scale[id(names["head.weight"])] == 1.0
+    assert len(scale) == len(names)  # every parameter is optimised exactly once
+    assert decay[id(names["pos_embed"])] == 0 and decay[id(names["blocks.0.norm1.weight"])] == 0
+    assert decay[id(names["blocks.0.attn.qkv.weight"])] == 0.05
+
+
+def test_from_scratch_is_a_different_seeded_init() -> None:
+    cfg = tiny_cfg()
+    ft = FinetuneConfig(seed=0)
+    pretrained = build_classifier(trained_like_mae(cfg), cfg, ft, 10)
+    scratch = build_classifier(None, cfg, ft, 10)
+    again = build_classifier(None, cfg, ft, 10)
+    w = "blocks.0.attn.qkv.weight"
+    assert not torch.allclose(pretrained.state_dict()[w], scratch.state_dict()[w])
+    assert torch.equal(scratch.state_dict()[w], again.state_dict()[w])
+    other = build_classifier(None, cfg, FinetuneConfig(seed=1), 10)
+    assert not torch.equal(scratch.state_dict()[w], other.state_dict()[w])
+
+
+def test_short_finetune_loss_falls() -> None:
+    cfg = tiny_cfg()
+    ft = FinetuneConfig(epochs=3, batch_size=16, blr=3e-2, warmup_epochs=0.5, drop_path=0.0, device="cpu", quiet=True)
+    result = finetune(trained_like_mae(cfg), cfg, ft, separable_data(64), separable_data(40, seed=1))
+    assert result["steps"] == 3 * (64 // 16) and result["init"] == "mae"
+    assert result["last_loss"] < result["first_loss"] - 0.1
+    assert result["top1"] > 75.0
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3] and "test_top1" in result["history"][-1]
+
+
+def test_cli_finetune_beside_baseline(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval", "finetune", str(tiny_run), "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "MAE pretrained" in out and "random init" in out
+    result = json.loads((tiny_run / "eval" / "finetune.json").read_text())
+    assert result["mae"]["init"] == "mae" and result["scratch"]["init"] == "scratch"
+    assert result["mae"]["steps"] == 2 * 3 and result["mae"]["test_images"] == 12
+    assert result["mae"]["recipe"]["layer_decay"] == 0.75
+    assert (tiny_run / "eval" / "finetune.md").read_text().startswith("# Fine-tuning")
+
+    assert main([*args, "--from-scratch", "--epochs", "1"]) == 0
+    scratch = json.loads((tiny_run / "eval" / "finetune_scratch.json").read_text())
+    assert set(scratch) >= {"scratch"} and "mae" not in scratch
+
+
+def test_cli_finetune_rejects_bad_values(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "finetune", str(tiny_run), "--layer-decay", "0", "--quiet"]) == 2
+    assert "--layer-decay" in capsys.readouterr().err
+    assert main(["eval", "finetune", str(tiny_run), "--batch-size", "100", "--quiet", "--device", "cpu"]) == 2
+    assert "--batch-size 100" in capsys.readouterr().err
