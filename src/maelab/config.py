@@ -77,7 +77,7 @@ class TrainConfig:
     blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
     lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
-    warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at --epochs)")
+    warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of --epochs)")
     weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
     betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
@@ -94,7 +94,38 @@ class TrainConfig:
     tensorboard_every: int = opt(1, "epochs between TensorBoard reconstruction grids of 8 fixed test images")
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+@dataclass
+class DinoConfig:
+    """DINO (Caron et al. 2021) settings, used by ``--method dino``; defaults are adapted to 32x32 images."""
+
+    out_dim: int = opt(4096, "DINO head output dimension (prototypes); 65536 in the paper for ImageNet")
+    head_hidden_dim: int = opt(2048, "DINO head MLP hidden width")
+    bottleneck_dim: int = opt(256, "DINO head bottleneck width (L2-normalised before the last layer)")
+    norm_last_layer: bool = opt(True, "fix the weight-norm gain of the head's last layer to 1")
+    global_crop_size: int = opt(32, "DINO global crop size in pixels (2 global crops)")
+    global_crop_scale: tuple[float, ...] = opt((0.4, 1.0), "DINO global crop area range (fractions of the image)")
+    local_crops: int = opt(6, "number of DINO local crops (0 = two global crops only)")
+    local_crop_size: int = opt(16, "DINO local crop size in pixels (a multiple of --patch-size)")
+    local_crop_scale: tuple[float, ...] = opt((0.1, 0.4), "DINO local crop area range (fractions of the image)")
+    jitter: tuple[float, ...] = opt(
+        (0.4, 0.4, 0.2, 0.1), "colour jitter strengths: brightness, contrast, saturation, hue (fraction of a turn)"
+    )
+    jitter_prob: float = opt(0.8, "probability of colour jitter per crop")
+    grayscale_prob: float = opt(0.2, "probability of grayscale per crop")
+    blur_prob: tuple[float, ...] = opt((1.0, 0.1, 0.5), "gaussian blur probability: global crop 1, global crop 2, local")
+    blur_sigma: tuple[float, ...] = opt((0.1, 1.0), "gaussian blur sigma range in pixels (2.0 max at 224 px in DINO)")
+    solarize_prob: float = opt(0.2, "solarisation probability of global crop 2")
+    student_temp: float = opt(0.1, "student softmax temperature")
+    teacher_temp: float = opt(0.07, "teacher softmax temperature after the warm-up")
+    warmup_teacher_temp: float = opt(0.04, "teacher temperature at step 0 (linear warm-up to --teacher-temp)")
+    warmup_teacher_temp_epochs: float = opt(10.0, "teacher temperature warm-up length in epochs (capped at --epochs)")
+    momentum_teacher: float = opt(0.996, "EMA momentum of the teacher at step 0 (cosine to 1 at the end)")
+    center_momentum: float = opt(0.9, "EMA momentum of the teacher-output center")
+    dino_grad_clip: float = opt(3.0, "clip each parameter's gradient norm to this value, as DINO (0 = off)")
+    freeze_last_layer: float = opt(1.0, "epochs during which the head's last layer gets no gradient")
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "dino": DinoConfig}
 
 
 @dataclass
@@ -102,6 +133,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain JSON-able dict, one entry per section."""
@@ -226,6 +258,41 @@ def validate(cfg: Config) -> None:
          "--log-every, --save-every and --keep-checkpoints must be > 0"),
         (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"--betas needs two values in [0, 1), got {t.betas}"),
     ]  # fmt: skip
+    checks += dino_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def dino_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """(ok, message) pairs for the ``[dino]`` section (checked whatever the method, defaults pass)."""
+    g, p = cfg.dino, cfg.model.patch_size
+
+    def unit_range(v: tuple[float, ...]) -> bool:
+        return len(v) == 2 and 0 < v[0] <= v[1] <= 1
+
+    return [
+        (g.out_dim > 0 and g.head_hidden_dim > 0 and g.bottleneck_dim > 0,
+         "--out-dim, --head-hidden-dim and --bottleneck-dim must be > 0"),
+        (g.global_crop_size > 0 and g.global_crop_size % p == 0,
+         f"--global-crop-size {g.global_crop_size} must be a positive multiple of --patch-size {p}"),
+        (g.local_crops >= 0, f"--local-crops must be >= 0, got {g.local_crops}"),
+        (g.local_crop_size > 0 and g.local_crop_size % p == 0,
+         f"--local-crop-size {g.local_crop_size} must be a positive multiple of --patch-size {p}"),
+        (unit_range(g.global_crop_scale), f"--global-crop-scale needs two values 0 < lo <= hi <= 1, got {g.global_crop_scale}"),
+        (unit_range(g.local_crop_scale), f"--local-crop-scale needs two values 0 < lo <= hi <= 1, got {g.local_crop_scale}"),
+        (len(g.jitter) == 4 and min(g.jitter) >= 0 and g.jitter[3] <= 0.5,
+         f"--jitter needs 4 values >= 0 (hue <= 0.5), got {g.jitter}"),
+        (all(0 <= q <= 1 for q in (g.jitter_prob, g.grayscale_prob, g.solarize_prob)),
+         "--jitter-prob, --grayscale-prob and --solarize-prob must be in [0, 1]"),
+        (len(g.blur_prob) == 3 and all(0 <= q <= 1 for q in g.blur_prob),
+         f"--blur-prob needs 3 probabilities (global 1, global 2, local), got {g.blur_prob}"),
+        (len(g.blur_sigma) == 2 and 0 < g.blur_sigma[0] <= g.blur_sigma[1],
+         f"--blur-sigma needs two values 0 < lo <= hi, got {g.blur_sigma}"),
+        (g.student_temp > 0 and g.teacher_temp > 0 and g.warmup_teacher_temp > 0,
+         "--student-temp, --teacher-temp and --warmup-teacher-temp must be > 0"),
+        (g.warmup_teacher_temp_epochs >= 0, f"--warmup-teacher-temp-epochs must be >= 0, got {g.warmup_teacher_temp_epochs}"),
+        (0 <= g.momentum_teacher <= 1, f"--momentum-teacher must be in [0, 1], got {g.momentum_teacher}"),
+        (0 <= g.center_momentum < 1, f"--center-momentum must be in [0, 1), got {g.center_momentum}"),
+        (g.dino_grad_clip >= 0 and g.freeze_last_layer >= 0, "--dino-grad-clip and --freeze-last-layer must be >= 0"),
+    ]  # fmt: skip

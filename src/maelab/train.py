@@ -224,7 +224,8 @@ def _train(
     total_steps = t.epochs * steps_per_epoch
     eff_batch = t.batch_size * t.accum_steps * info.world_size
     peak_lr = t.lr if t.lr > 0 else t.blr * eff_batch / 256
-    warmup_steps = round(min(t.warmup_epochs, t.epochs) * steps_per_epoch)
+    # Capped at a quarter of the run, so that short runs (e.g. 2 epochs) still reach the peak lr.
+    warmup_steps = round(min(t.warmup_epochs, t.epochs / 4) * steps_per_epoch)
     lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
 
     torch.manual_seed(t.seed)  # the same initial weights in every process
@@ -241,6 +242,8 @@ def _train(
         step, elapsed_before = _restore(run, model, optimizer, perm_gen, device, info, steps_per_epoch)
     else:
         run = _new_run_dir(cfg) if info.is_main else Path(cfg.train.out or "runs")
+    if method.setup is not None:  # the method's per-step schedules (e.g. DINO's teacher momentum)
+        method.setup(model, steps_per_epoch, total_steps, step)
     if info.enabled:  # different masks and crops per process, reproducible from the seed
         torch.manual_seed(t.seed + 1 + info.rank + 100_003 * step)
     train_model: nn.Module = nn.parallel.DistributedDataParallel(model) if info.enabled else model
@@ -295,6 +298,8 @@ def _train(
                             loss = method.loss(forward_model, images[idx], cfg)
                         (loss / t.accum_steps).backward()
                         window_loss += loss.detach() / t.accum_steps
+                    if method.before_step is not None:  # e.g. DINO's per-parameter clip, frozen last layer
+                        method.before_step(model, step)
                     if t.grad_clip > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                     optimizer.step()
@@ -323,6 +328,8 @@ def _train(
                             "lr": lrs[step - 1], "img_per_s": round(img_s, 2),
                             "wall_time": round(elapsed_before + now - start_time, 3),
                         }  # fmt: skip
+                        if method.metrics is not None:  # e.g. DINO's teacher entropy
+                            record.update(method.metrics(model))
                         if log_file is not None:
                             log_file.write(json.dumps(record) + "\n")
                             log_file.flush()
