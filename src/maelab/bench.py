@@ -160,6 +160,29 @@ def module_contender(name: str, module: nn.Module, device: torch.device, amp_dty
 
 
 # ------------------------------------------------------------------------------------ measuring
+def _register_cpu_sdpa_flops() -> None:
+    """PyTorch's FLOP counter knows the CUDA SDPA kernels but not the CPU one: count it the same way,
+    so explicit and SDPA attention (maelab vs peers) are counted alike."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    fwd = aten._scaled_dot_product_flash_attention_for_cpu
+    bwd = aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if fwd in fc.flop_registry or fwd.default in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(fwd, get_raw=True)
+    def _fwd(query, key, value, *args, out_val=None, **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    @fc.register_flop_formula(bwd, get_raw=True)
+    def _bwd(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+
+_register_cpu_sdpa_flops()
+
+
 def train_flops_per_image(c: Contender, imgs: Batch) -> float:
     """FLOPs of one training step's forward + backward per image (matmuls, convs, attention)."""
     with FlopCounterMode(display=False) as counter:

@@ -1,0 +1,128 @@
+"""Benchmark harness: correctness only (tiny models, a few steps); speed lives in benchmarks/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from maelab import bench
+from maelab.cli import main
+from maelab.models.mae import MAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from peers import PEERS, Sizes  # noqa: E402
+
+TINY = dict(embed_dim=32, encoder_depth=1, encoder_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_heads=2)
+
+
+def tiny_contender(name: str = "tiny") -> bench.Contender:
+    torch.manual_seed(0)
+    model = MAE(**TINY)
+    dev = torch.device("cpu")
+    return bench.Contender(name, model, lambda x: model(x)[0], model.forward_features, bench.adamw(model, dev))
+
+
+def test_train_step_updates_weights_and_inference_does_not():
+    c = tiny_contender()
+    imgs = bench.random_batch(4, 32, torch.device("cpu"))
+    before = c.module.decoder_pred.weight.detach().clone()
+    c.infer_step(imgs)
+    assert torch.equal(before, c.module.decoder_pred.weight)
+    c.train_step(imgs)
+    assert not torch.equal(before, c.module.decoder_pred.weight)
+    assert all(p.grad is None for p in c.module.parameters())  # grads cleared after the step
+
+
+def test_measure_rounds_interleaves_every_contender():
+    a, b = tiny_contender("a"), tiny_contender("b")
+    imgs = bench.random_batch(2, 32, torch.device("cpu"))
+    out = bench.measure_rounds([a, b], imgs, rounds=2, steps=1, warmup=0, kind="infer")
+    assert set(out) == {"a", "b"} and all(len(v) == 2 and min(v) > 0 for v in out.values())
+    assert a.module.training  # restored to train mode after timing inference
+    with pytest.raises(ValueError, match="kind"):
+        bench.measure_rounds([a], imgs, kind="eval")
+
+
+def test_flop_count_matches_the_linear_layers_by_hand():
+    """Forward FLOPs of the encoder = 2 * tokens * (sum of linear in*out) + attention + patch embed."""
+    c = tiny_contender()
+    imgs = bench.random_batch(2, 32, torch.device("cpu"))
+    d, n, t = 32, 64, 65  # width, patches, tokens (CLS + all patches)
+    linears = d * 3 * d + d * d + 2 * d * 4 * d  # qkv, proj, mlp
+    attention = 2 * 2 * t * t * d  # q @ k^T and attn @ v
+    patch_embed = 2 * n * (4 * 4 * 3) * d
+    for fused in (False, True):  # the CPU SDPA kernel is counted like explicit attention
+        c.module.set_fused_attention(fused)
+        assert bench.infer_flops_per_image(c, imgs) == 2 * t * linears + attention + patch_embed
+    assert bench.train_flops_per_image(c, imgs) > 0
+
+
+def test_sdpa_and_explicit_attention_give_the_same_loss_and_grads():
+    torch.manual_seed(0)
+    model = MAE(**TINY)
+    imgs = torch.randn(3, 3, 32, 32)
+    noise = torch.rand(3, 64)
+    results = []
+    for fused in (False, True):
+        model.set_fused_attention(fused)
+        model.zero_grad()
+        loss = model(imgs, noise=noise)[0]
+        loss.backward()
+        results.append((loss.detach(), model.blocks[0].attn.qkv.weight.grad.clone()))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_maelab_contender_picks_explicit_attention_on_cpu():
+    c = bench.maelab_contender("ref", device="cpu")
+    assert c.precision == "fp32"  # auto precision on CPU
+    assert not c.module.blocks[0].attn.fused_attn
+    assert bench.maelab_contender("ref", device="cpu", attention="sdpa").module.blocks[0].attn.fused_attn
+    with pytest.raises(ValueError, match="attention"):
+        bench.maelab_contender("ref", device="cpu", attention="flash")
+
+
+def test_peers_have_the_same_parameter_count_within_2_percent():
+    ref = sum(p.numel() for p in MAE.from_preset("ref").parameters())
+    sizes = Sizes.from_preset("ref")
+    for name, build in PEERS.items():
+        n = sum(p.numel() for p in build(sizes).parameters())
+        assert abs(n - ref) <= 0.02 * ref, (name, n, ref)
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_peer_loss_and_features(name):
+    pytest.importorskip({"hf": "transformers", "lightly": "lightly", "textbook": "einops"}[name])
+    sizes = Sizes(32, 4, 32, 1, 2, 16, 1, 2, 4.0, 0.75)
+    torch.manual_seed(0)
+    peer = PEERS[name](sizes)
+    imgs = torch.randn(2, 3, 32, 32)
+    loss = peer(imgs)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert peer.encode(imgs).shape == (2, 65, 32)
+
+
+def test_cpu_bf16_probe_and_hardware_line():
+    assert isinstance(bench.cpu_has_native_bf16(), bool)
+    assert torch.__version__ in bench.hardware_line(torch.device("cpu"))
+
+
+def test_cli_bench_rejects_bad_values(capsys):
+    assert main(["bench", "--mask-ratio", "1.5"]) == 2
+    assert "--mask-ratio 1.5" in capsys.readouterr().err
+    assert main(["bench", "--model", "vit-huge"]) == 2
+    assert "unknown model preset" in capsys.readouterr().err
+
+
+def test_cli_bench_prints_a_line_per_mask_ratio(capsys, monkeypatch):
+    def fake(preset, batch, ratio, *args):
+        return bench.BenchResult("maelab", "fp32", batch, ratio, 1, 10.0, 20.0, 0.5, 0.2, 100.0)
+
+    monkeypatch.setattr(bench, "bench_maelab", fake)
+    assert main(["bench", "--device", "cpu", "--batch-size", "8", "--mask-ratio", "0.5", "0.9"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "torch" in out[0]
+    assert "mask 0.50" in out[1] and "mask 0.90" in out[2] and "5.0 GFLOP/s" in out[1]
