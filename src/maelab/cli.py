@@ -103,7 +103,7 @@ def _add_frozen_eval_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch (default: 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the baseline, the probe's split and init (default: 0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init encoder of the same shape")
     p.add_argument("--no-cache", action="store_true", help="extract features again instead of using the cache")
     p.add_argument("--out", default="", metavar="DIR", help="where to write the report (default: RUN/eval)")
@@ -143,6 +143,8 @@ def _frozen_eval_setup(args: argparse.Namespace) -> tuple[list, Any, str]:
 
     if args.backbone and not args.out:
         raise ConfigError("--backbone has no run directory to write into; pass --out DIR")
+    if args.run and (args.weights or args.backbone_arg or args.img_size):
+        raise ConfigError("--weights, --backbone-arg and --img-size apply to --backbone only, not to a RUN")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     data = None

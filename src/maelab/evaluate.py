@@ -111,7 +111,7 @@ def _row(encoder: Encoder, role: str, pooling: str, feats: tuple[FeatureSet, Fea
     return {
         "encoder": encoder.name, "role": role, "pooling": pooling, "spec": encoder.spec,
         # Features are extracted once per encoder and shared by its poolings: time them on the first row.
-        "feature_seconds": round(sum(f.seconds for f in feats), 2) if first else 0.0,
+        "feature_seconds": round(sum(f.seconds for f in feats), 2) if first else None,
         "features_cached": all(f.from_cache for f in feats),
     }  # fmt: skip
 
@@ -195,6 +195,8 @@ def _data_line(info: dict[str, Any]) -> str:
 
 
 def _seconds(row: dict[str, Any]) -> str:
+    if row["feature_seconds"] is None:
+        return "(same)"  # this encoder's features were timed on its first pooling's row
     return "cached" if row["features_cached"] else f"{row['feature_seconds']:.1f}"
 
 
