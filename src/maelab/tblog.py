@@ -45,12 +45,13 @@ class TensorBoardLogger:
     """
 
     def __init__(self, run_dir: str | Path, cfg: Config, purge_step: int | None = None, seed: int = 0) -> None:
+        self.log_dir = Path(run_dir) / "tensorboard"
+        self.writer = _summary_writer(self.log_dir, purge_step or None)  # first: fail early without tensorboard
+
         from maelab.data import load_split
         from maelab.reconstruction import fixed_noise
         from maelab.visualize import choose_images
 
-        self.log_dir = Path(run_dir) / "tensorboard"
-        self.writer = _summary_writer(self.log_dir, purge_step or None)
         self.cfg = cfg
         d = cfg.data
         test = load_split(d.data_dir, "test", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
