@@ -119,10 +119,10 @@ class Contender:
 
 
 def adamw(model: nn.Module, device: torch.device, lr: float = 1.5e-4) -> torch.optim.AdamW:
-    """AdamW as maelab's training loop builds it (fused kernel where PyTorch has one)."""
+    """AdamW exactly as ``maelab.train.pretrain`` builds it (fused kernel on CUDA, for-loop on CPU)."""
     from maelab.train import param_groups
 
-    return torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95), fused=True)
+    return torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
 def maelab_contender(
@@ -149,7 +149,9 @@ def maelab_contender(
         return fwd(imgs)[0]
 
     name = "maelab" + ("+compile" if compile else "") + ("" if attention == "auto" else f"+{attention}")
-    return Contender(name, model, loss, model.forward_features, adamw(model, dev), resolve_precision(precision, dev), dev)
+    return Contender(
+        name, model, loss, model.forward_features, adamw(model, dev), resolve_precision(precision, dev), dev
+    )
 
 
 def module_contender(name: str, module: nn.Module, device: torch.device, amp_dtype: torch.dtype | None) -> Contender:
