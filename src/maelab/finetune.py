@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from maelab.augment import normalize, random_resized_crop
 from maelab.config import Config, ConfigError
 from maelab.data import ImageData
+from maelab.export import TIMM_MODEL_NAME, timm_kwargs
 from maelab.methods import build_mae
 from maelab.models.mae import MAE
 from maelab.models.vit import set_fused_attention
@@ -76,13 +77,9 @@ def timm_vit(cfg: Config, num_classes: int, global_pool: str = "avg", drop_path:
     ``fc_norm=False`` keeps timm's final ``norm`` (applied to every token before pooling), so the
     MAE encoder's state dict, final norm included, loads with only ``head.*`` missing.
     """
-    m = cfg.model
-    return timm.create_model(
-        "vit_base_patch16_224", pretrained=False, img_size=m.img_size, patch_size=m.patch_size,
-        in_chans=m.in_channels, embed_dim=m.embed_dim, depth=m.encoder_depth, num_heads=m.encoder_heads,
-        mlp_ratio=m.mlp_ratio, num_classes=num_classes, global_pool=global_pool, fc_norm=False,
-        drop_path_rate=drop_path, qkv_bias=True,
-    )  # fmt: skip
+    kwargs = timm_kwargs(cfg.model)
+    kwargs.update(num_classes=num_classes, global_pool=global_pool, fc_norm=False, drop_path_rate=drop_path)
+    return timm.create_model(TIMM_MODEL_NAME, pretrained=False, **kwargs)
 
 
 def load_encoder(vit: nn.Module, mae: MAE) -> None:
