@@ -21,10 +21,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def write_eval_report(run: str | Path, name: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``result`` as JSON and ``markdown`` under ``RUN/eval/`` (atomically); returns both paths."""
-    out = Path(run) / "eval"
+def write_json_and_markdown(out_dir: str | Path, name: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``OUT/NAME.json`` (everything) and ``OUT/NAME.md`` (the table) atomically; returns both paths."""
+    out = Path(out_dir)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
     atomic_write_text(md_path, markdown)
     return json_path, md_path
+
+
+def write_eval_report(run: str | Path, name: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``result`` as JSON and ``markdown`` under ``RUN/eval/`` (atomically); returns both paths."""
+    return write_json_and_markdown(Path(run) / "eval", name, result, markdown)

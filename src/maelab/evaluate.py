@@ -7,7 +7,6 @@ features of the train and test images -> k-NN / linear probe per encoder and poo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,7 +15,6 @@ from typing import Any
 
 import torch
 
-from maelab.checkpoint import atomic_write_text
 from maelab.config import Config, ConfigError
 from maelab.data import ImageData, class_balanced_subset, load_split
 from maelab.features import (
@@ -254,9 +252,6 @@ def linear_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], markdown: str, out_dir: str | Path, name: str) -> tuple[Path, Path]:
     """Write OUT/NAME.json and OUT/NAME.md atomically; returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(md_path, markdown)
-    return json_path, md_path
+    from maelab.eval_report import write_json_and_markdown
+
+    return write_json_and_markdown(out_dir, name, report, markdown)
