@@ -448,6 +448,66 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maelab.compare import CompareOptions, run_compare
+
+    given = cli_values(args)
+    if "method" in given["train"]:
+        raise ConfigError("--method: compare trains both methods (mae and dino); leave it out")
+    for key, value in (("epochs", 10), ("batch_size", 128), ("quiet", True)):
+        given["train"].setdefault(key, value)  # a CPU-sized default budget
+    given["data"].setdefault("subset", 10000)
+    file_values = load_toml(args.config) if args.config else None
+    cfg = resolve_config(file_values, given, args.config or "defaults")
+    out = cfg.train.out or str(Path("runs") / f"compare-{cfg.model.name}")
+    opts = CompareOptions(
+        points=args.points, eval_subset=args.eval_subset, eval_test_subset=args.eval_test_subset,
+        linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs, finetune_subset=args.finetune_subset,
+        finetune_batch_size=args.finetune_batch_size, equal_time=args.equal_time, isolate=args.isolate,
+        progress=not cfg.train.quiet,
+    )  # fmt: skip
+    results = run_compare(cfg, opts, out)
+    print((results / "summary.md").read_text(), end="")
+    print(f"results: {results} (summary.md, summary.csv, metrics.json, plots/, runs/)")
+    return 0
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    from maelab.compare import CompareOptions
+
+    d = CompareOptions()
+    p = sub.add_parser(
+        "compare",
+        help="pretrain MAE and DINO on the same encoder and data, evaluate both beside random init",
+        description="Pretrain MAE and DINO with the same encoder, data, epochs and batch (each with its paper's "
+        "optimizer recipe), then again at equal training time; evaluate k-NN, linear probe and fine-tuning of "
+        "each beside the random-init encoder. Re-running with the same --out skips finished stages and resumes "
+        "an interrupted pretraining. Writes OUT/summary.md, summary.csv, metrics.json, plots/ and runs/. "
+        "Defaults here (unless given): --epochs 10, --batch-size 128, --subset 10000, --quiet.",
+    )
+    p.add_argument("--config", default="", metavar="FILE", help="TOML file with [model], [data], [train], [dino] tables")
+    p.add_argument("--points", type=int, default=d.points, help=f"k-NN/entropy checks per run (default: {d.points})")
+    p.add_argument("--eval-subset", type=int, default=d.eval_subset,
+                   help=f"train images for k-NN / linear probe (0 = all; default: {d.eval_subset})")  # fmt: skip
+    p.add_argument("--eval-test-subset", type=int, default=d.eval_test_subset,
+                   help=f"test images for every evaluation (0 = all; default: {d.eval_test_subset})")  # fmt: skip
+    p.add_argument("--linear-epochs", type=int, default=d.linear_epochs, help=f"(default: {d.linear_epochs})")
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help=f"fine-tuning epochs (0 = skip fine-tuning; default: {d.finetune_epochs})")  # fmt: skip
+    p.add_argument("--finetune-subset", type=int, default=d.finetune_subset,
+                   help=f"train images for fine-tuning (0 = all; default: {d.finetune_subset})")  # fmt: skip
+    p.add_argument("--finetune-batch-size", type=int, default=d.finetune_batch_size,
+                   help=f"(default: {d.finetune_batch_size})")  # fmt: skip
+    p.add_argument("--equal-time", action=argparse.BooleanOptionalAction, default=d.equal_time,
+                   help="also retrain the slower method for the faster one's training time (default: on)")  # fmt: skip
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=d.isolate,
+                   help="pretrain in child processes so each run's peak memory is its own (default: on)")  # fmt: skip
+    add_config_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``maelab`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -469,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_export_parser(sub)
     add_report_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

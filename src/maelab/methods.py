@@ -2,7 +2,10 @@
 
 A method says how to build its module from a config and how to turn a batch of uint8 images
 (already on the device) into a scalar loss, augmentation included. The module's ``state_dict``
-is what checkpoints store.
+is what checkpoints store. Optional hooks let a method keep per-step schedules (``setup``), touch
+gradients before the optimizer step (``before_step``), update an EMA teacher (``after_step``) and
+add scalars to the metrics records (``metrics``). Every module has ``forward_features(imgs)`` ->
+(B, 1 + N, D) and ``encoder_state_dict()`` (timm names), so one evaluation path serves all.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import torch
 from torch import nn
 
 from maelab.augment import mae_augment
-from maelab.config import Config
+from maelab.augment_dino import dino_multicrop
+from maelab.config import Config, ConfigError
+from maelab.models.dino import DINO
 from maelab.models.mae import MAE
 
 
@@ -26,6 +31,12 @@ class Method:
     loss: Callable[[nn.Module, torch.Tensor, Config], torch.Tensor]
     # Called after every optimizer step with (module, step), e.g. for an EMA teacher.
     after_step: Callable[[nn.Module, int], None] | None = None
+    # Called once before training with (module, steps_per_epoch, total_steps, start_step): schedules.
+    setup: Callable[[nn.Module, int, int, int], None] | None = None
+    # Called after backward, before gradient clipping and the optimizer step, with (module, step).
+    before_step: Callable[[nn.Module, int], None] | None = None
+    # Extra scalars for a metrics record (called at log steps only, where the loop syncs anyway).
+    metrics: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 def build_mae(cfg: Config) -> MAE:
@@ -47,13 +58,39 @@ def mae_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tensor
     return loss
 
 
-METHODS: dict[str, Method] = {"mae": Method(build=build_mae, loss=mae_loss)}
+def build_dino(cfg: Config) -> DINO:
+    """The DINO student/teacher pair on the encoder described by ``cfg.model``, head and loss by ``cfg.dino``."""
+    m, g = cfg.model, cfg.dino
+    return DINO(
+        img_size=m.img_size, patch_size=m.patch_size, in_channels=m.in_channels, embed_dim=m.embed_dim,
+        depth=m.encoder_depth, heads=m.encoder_heads, mlp_ratio=m.mlp_ratio, pos_embed=m.pos_embed,
+        drop_path=m.drop_path, out_dim=g.out_dim, head_hidden_dim=g.head_hidden_dim, bottleneck_dim=g.bottleneck_dim,
+        norm_last_layer=g.norm_last_layer, student_temp=g.student_temp, teacher_temp=g.teacher_temp,
+        warmup_teacher_temp=g.warmup_teacher_temp, warmup_teacher_temp_epochs=g.warmup_teacher_temp_epochs,
+        momentum_teacher=g.momentum_teacher, center_momentum=g.center_momentum, grad_clip=g.dino_grad_clip,
+        freeze_last_layer=g.freeze_last_layer,
+    )  # fmt: skip
+
+
+def dino_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Multi-crop augmentation on the device (2 global + L local crops), then the DINO loss."""
+    crops = dino_multicrop(batch, cfg.data.mean, cfg.data.std, cfg.dino, cfg.data.hflip)
+    return model(crops)
+
+
+METHODS: dict[str, Method] = {
+    "mae": Method(build=build_mae, loss=mae_loss),
+    "dino": Method(
+        build=build_dino, loss=dino_loss, after_step=DINO.after_step, setup=DINO.setup,
+        before_step=DINO.before_optimizer_step, metrics=DINO.log_metrics,
+    ),  # fmt: skip
+}
 
 
 def get_method(name: str) -> Method:
-    """Look up a method by name; the error lists the known ones."""
+    """Look up a method by name; the error (a ConfigError, so the CLI prints it) lists the known ones."""
     if name not in METHODS:
-        raise ValueError(f"unknown --method {name!r}; choose one of {sorted(METHODS)}")
+        raise ConfigError(f"unknown --method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name]
 
 

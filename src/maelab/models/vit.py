@@ -88,3 +88,71 @@ def init_vit_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+class ViTEncoder(nn.Module):
+    """A ViT encoder alone (no head), its parameters under timm ``VisionTransformer`` names.
+
+    The same building blocks and initialisation as :class:`maelab.models.mae.MAE`'s encoder, so its
+    ``state_dict()`` loads into timm exactly like ``MAE.encoder_state_dict()``. Unlike the MAE it
+    accepts any input size that is a multiple of the patch size: the positional embedding is
+    resampled (bicubic, as DINO's ``interpolate_pos_encoding``) for other grids, e.g. DINO's
+    local crops.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 32,
+        patch_size: int = 4,
+        in_channels: int = 3,
+        embed_dim: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        pos_embed: str = "sincos",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
+        if embed_dim % heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by heads={heads}")
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        from timm.layers import PatchEmbed
+
+        self.patch_size = patch_size
+        self.grid = img_size // patch_size
+        self.embed_dim = embed_dim
+        learned = pos_embed == "learned"
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_channels, embed_dim, strict_img_size=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(sincos_pos_embed(self.grid, embed_dim), requires_grad=learned)
+        self.blocks = make_blocks(embed_dim, depth, heads, mlp_ratio, drop_path)
+        self.norm = norm_layer(embed_dim)
+        # The MAE's initialisation: tokens ~ N(0, 0.02), xavier linears, patch projection as a linear.
+        nn.init.normal_(self.cls_token, std=0.02)
+        if learned:
+            nn.init.normal_(self.pos_embed, std=0.02)
+        self.apply(init_vit_weights)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+
+    def pos_embed_for(self, grid: int) -> torch.Tensor:
+        """(1, 1 + grid**2, D): the positional embedding, bicubically resampled when ``grid`` differs."""
+        if grid == self.grid:
+            return self.pos_embed
+        from timm.layers import resample_abs_pos_embed
+
+        return resample_abs_pos_embed(self.pos_embed, [grid, grid], [self.grid, self.grid], num_prefix_tokens=1)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (B, C, H, H) with H a multiple of the patch size -> normed tokens (B, 1 + (H/p)**2, D), CLS first."""
+        pos = self.pos_embed_for(imgs.shape[-1] // self.patch_size)
+        x = self.patch_embed(imgs) + pos[:, 1:, :]  # (B, N, D)
+        cls = (self.cls_token + pos[:, :1, :]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

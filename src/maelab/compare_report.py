@@ -1,0 +1,332 @@
+"""The results folder of ``maelab compare``: summary.md, summary.csv and plots, from measured numbers only.
+
+Differences between two accuracies on the same n test images are judged against twice their
+binomial standard error, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n): smaller differences are reported
+as "within noise", never as a win.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from maelab.checkpoint import atomic_write_text
+
+POOLINGS = ("cls", "mean")
+
+
+# ------------------------------------------------------------------------------------ numbers -> words
+def two_se(a: float, b: float, n: int) -> float:
+    """Twice the standard error (in % points) of the difference of accuracies a, b (in %) on n images."""
+    pa, pb = a / 100, b / 100
+    return 200 * math.sqrt(max(pa * (1 - pa) + pb * (1 - pb), 1e-12) / max(n, 1))
+
+
+def versus(name_a: str, a: float, name_b: str, b: float, n: int) -> tuple[str | None, str]:
+    """(winner or None when within noise, a sentence with both numbers and the noise level)."""
+    noise = two_se(a, b, n)
+    if abs(a - b) <= noise:
+        return (
+            None,
+            f"{name_a} {a:.1f}% vs {name_b} {b:.1f}%: within noise (difference {abs(a - b):.1f} <= 2 SE {noise:.1f})",
+        )
+    win, lose, wa, wb = (name_a, name_b, a, b) if a > b else (name_b, name_a, b, a)
+    return win, f"{win} {wa:.1f}% vs {lose} {wb:.1f}%: {win} better by {wa - wb:.1f} points (2 SE {noise:.1f})"
+
+
+def best_pooling(accs: dict[str, float]) -> tuple[str, float]:
+    """(pooling, accuracy) of the better pooling."""
+    p = max(accs, key=lambda k: accs[k])
+    return p, accs[p]
+
+
+# ------------------------------------------------------------------------------------ tables
+def rows(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict) -> list[dict[str, Any]]:
+    """One flat row per encoder (MAE, DINO, the equal-time run, random init) for the table and the CSV."""
+    runs = {m.upper(): trained[m] for m in trained}
+    if equal_time and equal_time.get("label"):
+        runs[equal_time["label"]] = equal_time.get("record") or {}
+    out = []
+    for label in frozen["knn"]:
+        t = runs.get(label, {})
+        row = {
+            "encoder": label, "epochs": t.get("epochs"), "steps": t.get("steps"), "wall_time_s": t.get("wall_time_s"),
+            "train_time_s": t.get("train_time_s"),
+            "img_per_s": t.get("img_per_s"), "seconds_per_epoch": t.get("seconds_per_epoch"),
+            "peak_memory_mb": t.get("peak_memory_mb"),
+        }  # fmt: skip
+        for p in POOLINGS:
+            row[f"knn_{p}"] = frozen["knn"][label].get(p)
+            row[f"linear_{p}"] = frozen["linear"][label].get(p)
+        row["finetune"] = finetuned.get(label, {}).get("top1")
+        out.append(row)
+    return out
+
+
+def _cell(v: Any, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else (fmt.format(v) if isinstance(v, float) else str(v))
+
+
+def results_table(table: list[dict[str, Any]]) -> str:
+    head = ("| encoder | epochs | wall (s) | train (s) | img/s | s/epoch | peak mem (MB) | k-NN cls | k-NN mean | "
+            "linear cls | linear mean | fine-tune |")  # fmt: skip
+    lines = [head, "|---|" + "---:|" * 11]
+    for r in table:
+        cells = [r["encoder"], _cell(r["epochs"], "{:g}"), _cell(r["wall_time_s"]), _cell(r["train_time_s"]),
+                 _cell(r["img_per_s"], "{:.0f}"),
+                 _cell(r["seconds_per_epoch"]), _cell(r["peak_memory_mb"], "{:.0f}")]  # fmt: skip
+        cells += [_cell(r[k]) for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "finetune")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def trajectory_table(trained: dict) -> str:
+    lines = ["| method | epoch | k-NN cls | k-NN mean | teacher entropy | marginal entropy | log K |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for m, rec in trained.items():
+        for p in rec.get("trajectory", []):
+            t = p.get("teacher", {})
+            lines.append(
+                f"| {m.upper()} | {p['epoch']:g} | {p['knn']['cls']:.1f} | {p['knn']['mean']:.1f} | "
+                f"{_cell(t.get('entropy'), '{:.3f}')} | {_cell(t.get('marginal_entropy'), '{:.3f}')} | "
+                f"{_cell(t.get('max_entropy'), '{:.3f}')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ the answer
+def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict, n_test: int) -> list[str]:
+    """The "which is better for transfer, and why" rows, each generated from the measured numbers."""
+    knn, lin = frozen["knn"], frozen["linear"]
+    out = []
+    for title, table in (("k-NN (frozen)", knn), ("linear probe (frozen)", lin)):
+        (pm, am), (pd, ad) = best_pooling(table["MAE"]), best_pooling(table["DINO"])
+        _, text = versus(f"MAE ({pm})", am, f"DINO ({pd})", ad, n_test)
+        _, base = versus("best", max(am, ad), "random init", max(table["random init"].values()), n_test)
+        out.append(f"| {title} | {text}; vs random init: {base} |")
+    if finetuned:
+        _, text = versus("MAE", finetuned["MAE"]["top1"], "DINO", finetuned["DINO"]["top1"], n_test)
+        _, base = versus("best", max(finetuned["MAE"]["top1"], finetuned["DINO"]["top1"]), "random init",
+                         finetuned["random init"]["top1"], n_test)  # fmt: skip
+        out.append(f"| fine-tune | {text}; vs random init: {base} |")
+
+    # What is learned: where the information sits (CLS vs mean of patch tokens).
+    learned = []
+    for m, why in (("MAE", "reconstructing pixels trains local patch features and gives the CLS token no objective"),
+                   ("DINO", "the loss acts on the CLS token only, as an embedding invariant across crops")):  # fmt: skip
+        winner, text = versus("CLS", lin[m]["cls"], "mean", lin[m]["mean"], n_test)
+        expected = "mean" if m == "MAE" else "CLS"
+        verdict = ("consistent with: " if winner == expected else "not visible here, though: ") + why
+        learned.append(f"{m} linear probe {text} ({verdict})")
+    out.append("| what is learned | " + "; ".join(learned) + " |")
+
+    # Best use: frozen features vs fine-tuning.
+    frozen_win, _ = versus("MAE", max(lin["MAE"].values()), "DINO", max(lin["DINO"].values()), n_test)
+    use = [f"frozen features (k-NN, linear, retrieval): {frozen_win or 'no measurable difference'}"]
+    if finetuned:
+        ft_win, _ = versus("MAE", finetuned["MAE"]["top1"], "DINO", finetuned["DINO"]["top1"], n_test)
+        use.append(f"initialisation for fine-tuning: {ft_win or 'no measurable difference'}")
+    out.append("| best use (this budget) | " + "; ".join(use) + " |")
+
+    mae, dino = trained["mae"], trained["dino"]
+    if mae.get("img_per_s") and dino.get("img_per_s"):
+        ratio = mae["img_per_s"] / dino["img_per_s"]
+        speed = (
+            f"MAE {mae['img_per_s']:.0f} img/s, {_cell(mae['seconds_per_epoch'])} s/epoch, "
+            f"{_cell(mae['peak_memory_mb'], '{:.0f}')} MB; DINO {dino['img_per_s']:.0f} img/s, "
+            f"{_cell(dino['seconds_per_epoch'])} s/epoch, {_cell(dino['peak_memory_mb'], '{:.0f}')} MB: DINO is "
+            f"{ratio:.2f}x {'slower' if ratio >= 1 else 'faster'} per image (it runs the student on 2 global + local "
+            "crops and the teacher on 2 global crops, all patches; MAE encodes only the visible patches once)"
+        )
+        out.append(f"| training speed | {speed} |")
+    if equal_time and equal_time.get("label"):
+        label, ref = equal_time["label"], equal_time["reference"].upper()
+        _, text = versus(ref, max(lin[ref].values()), label, max(lin[label].values()), n_test)
+        out.append(
+            f"| equal wall-clock ({equal_time['budget_s']:.0f} s) | {label}: {equal_time['epochs']} epoch(s)"
+            f"{' cut at step ' + str(equal_time['stop_after_steps']) if equal_time['stop_after_steps'] else ''}; "
+            f"linear probe {text} |"
+        )
+    elif equal_time:
+        out.append("| equal wall-clock | the same number of epochs fits both budgets: the equal-epoch runs apply |")
+    return out
+
+
+def verdict(frozen: dict, finetuned: dict, n_test: int) -> str:
+    """One paragraph: which method transferred better in this run, counting only wins beyond noise."""
+    wins: dict[str, list[str]] = {"MAE": [], "DINO": []}
+    ties = []
+    tests = [("k-NN", max(frozen["knn"]["MAE"].values()), max(frozen["knn"]["DINO"].values())),
+             ("linear probe", max(frozen["linear"]["MAE"].values()), max(frozen["linear"]["DINO"].values()))]  # fmt: skip
+    if finetuned:
+        tests.append(("fine-tuning", finetuned["MAE"]["top1"], finetuned["DINO"]["top1"]))
+    for name, a, b in tests:
+        w, _ = versus("MAE", a, "DINO", b, n_test)
+        (wins[w] if w else ties).append(name)
+    parts = [f"{m} is better beyond noise at {', '.join(v)}" for m, v in wins.items() if v]
+    if ties:
+        parts.append(f"the difference is within noise for {', '.join(ties)}")
+    if not wins["MAE"] and not wins["DINO"]:
+        head = "At this budget neither method transfers measurably better"
+    elif wins["MAE"] and wins["DINO"]:
+        head = "The answer depends on the protocol"
+    else:
+        head = f"At this budget {'MAE' if wins['MAE'] else 'DINO'} transfers better"
+    return (
+        f"{head}: {'; '.join(parts)} ({n_test} test images; a difference counts only beyond twice its binomial "
+        "standard error). Frozen-feature protocols favour a method whose pooled token is itself a semantic "
+        "embedding (DINO's CLS); fine-tuning re-learns the top layers and mostly tests how good an initialisation "
+        "the encoder is. Small budgets favour neither paper's result; read these numbers with the epochs above."
+    )
+
+
+def collapse_line(trained: dict) -> str:
+    """Whether DINO's teacher collapsed, from the last trajectory point."""
+    traj = [p for p in trained["dino"].get("trajectory", []) if "teacher" in p]
+    if not traj:
+        return "No teacher statistics were recorded."
+    t = traj[-1]["teacher"]
+    mi = t["marginal_entropy"] - t["entropy"]
+    ok = 0.02 * t["max_entropy"] < t["entropy"] < 0.98 * t["max_entropy"] and mi > 0.1
+    return (
+        f"DINO teacher at epoch {traj[-1]['epoch']:g}: mean entropy {t['entropy']:.3f} nats, entropy of the mean "
+        f"prediction {t['marginal_entropy']:.3f}, log K {t['max_entropy']:.3f}; their difference (the information "
+        f"the prototype assignment carries about the image) is {mi:.3f} nats: "
+        + ("no sign of collapse." if ok else "POSSIBLE COLLAPSE (one-hot or uniform outputs); check the curves.")
+    )
+
+
+# ------------------------------------------------------------------------------------ files
+def write_csv(table: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    return buf.getvalue()
+
+
+def _metrics(run: str | Path) -> list[dict[str, Any]]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def plot_all(out: Path, trained: dict, table: list[dict[str, Any]]) -> list[Path]:
+    """plots/loss_curves.png, plots/trajectory.png, plots/accuracy_bars.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, m in zip(axes, ("mae", "dino"), strict=True):
+        recs = _metrics(trained[m]["run"])
+        ax.plot([r["epoch"] for r in recs], [r["loss"] for r in recs], label="loss")
+        for key in ("kl", "teacher_entropy"):
+            if recs and key in recs[0]:
+                ax.plot([r["epoch"] for r in recs], [r[key] for r in recs], label=key.replace("_", " "))
+        ax.set(title=f"{m.upper()} pretraining", xlabel="epoch")
+        ax.legend()
+    fig.tight_layout()
+    paths.append(plots / "loss_curves.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for m in ("mae", "dino"):
+        traj = trained[m].get("trajectory", [])
+        for p in POOLINGS:
+            axes[0].plot([t["epoch"] for t in traj], [t["knn"][p] for t in traj], marker="o", label=f"{m.upper()} {p}")
+    axes[0].set(title="k-NN top-1 (k=20) during pretraining", xlabel="epoch", ylabel="%")
+    axes[0].legend()
+    traj = [t for t in trained["dino"].get("trajectory", []) if "teacher" in t]
+    for key, label in (("entropy", "mean entropy"), ("marginal_entropy", "entropy of mean"), ("max_entropy", "log K")):
+        axes[1].plot([t["epoch"] for t in traj], [t["teacher"][key] for t in traj], marker="o", label=label)
+    axes[1].set(title="DINO teacher output entropy (nats)", xlabel="epoch")
+    axes[1].legend()
+    fig.tight_layout()
+    paths.append(plots / "trajectory.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    groups = [
+        k for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "finetune") if table[0].get(k) is not None
+    ]
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    width = 0.8 / len(table)
+    for i, r in enumerate(table):
+        xs = [g + (i - (len(table) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [r[k] or 0 for k in groups], width, label=r["encoder"])
+    ax.set_xticks(range(len(groups)), [g.replace("_", " ") for g in groups])
+    ax.set(ylabel="test top-1 (%)", title="Transfer accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(plots / "accuracy_bars.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def write_results(
+    out: Path, data: dict[str, Any], trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
+) -> None:
+    """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages)."""
+    if equal_time and equal_time.get("label"):
+        equal_time = {**equal_time, "record": data["stages"].get(f"pretrain:{equal_time['retrained']}-equal-time")}
+    table = rows(trained, equal_time, frozen, finetuned)
+    n_test = int(frozen["data"]["test_images"])
+    settings = data["settings"]["config"]
+    opts = data["settings"]["options"]
+    m, t, d, dr = settings["model"], settings["train"], settings["data"], data["settings"]["dino_recipe"]
+    plot_paths = plot_all(out, trained, table)
+    lines = [
+        "# MAE vs DINO on the same encoder",
+        "",
+        f"Encoder: {m['name']} (embed {m['embed_dim']}, depth {m['encoder_depth']}, heads {m['encoder_heads']}, "
+        f"patch {m['patch_size']}, {m['img_size']} px). Pretraining data: {d['subset'] or 'all'} training images of "
+        f"{d['data_dir'] or '$MAELAB_DATA'}, {t['epochs']} epochs, batch {t['batch_size']}, warm-up "
+        f"{t['warmup_epochs']:g} epochs, seed {t['seed']}. MAE: blr {t['blr']:g}, betas {tuple(t['betas'])}, weight "
+        f"decay {t['weight_decay']:g}, mask ratio {m['mask_ratio']:g}. DINO: blr {dr['blr']:g}, betas {tuple(dr['betas'])}, "
+        f"weight decay {dr['weight_decay']:g}, min lr {dr['min_lr']:g}, "
+        f"{settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
+        "",
+        f"Evaluation: {frozen['data']['train_images']} train / {n_test} test images (class-balanced); k-NN k=20 "
+        f"(T=0.07), linear probe {opts['linear_epochs']} epochs (lr chosen on held-out train images)"
+        + (
+            f", fine-tuning {opts['finetune_epochs']} epochs on {opts['finetune_subset'] or 'all'} train images."
+            if finetuned
+            else ", no fine-tuning."
+        )  # fmt: skip
+        + " Accuracies are test top-1 in %.",
+        "",
+        "## Results",
+        "",
+        results_table(table),
+        "wall: the run's wall time (start-up included); train: time in training steps (from metrics.jsonl), which "
+        "gives s/epoch and the equal-time budget; img/s: median of the logged windows; peak memory: the training "
+        "process's peak (GPU: allocated; CPU: resident set).",
+        "",
+        "## Which is better for transfer, and why",
+        "",
+        verdict(frozen, finetuned, n_test),
+        "",
+        "| question | measured answer |",
+        "|---|---|",
+        *answer(trained, equal_time, frozen, finetuned, n_test),
+        "",
+        "## During pretraining (k-NN and DINO collapse check)",
+        "",
+        trajectory_table(trained),
+        collapse_line(trained),
+        "",
+        "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in plot_paths) + ". All numbers: metrics.json.",
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.csv", write_csv(table))
