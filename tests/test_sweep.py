@@ -1,0 +1,240 @@
+"""The mask-ratio sweep: presets, settings checks, budget timing, and a tiny sweep that is
+interrupted after its first pretraining run and then continued without retraining it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from maelab import sweep
+from maelab.checkpoint import load_meta
+from maelab.cli import main
+from maelab.config import Config, ConfigError
+from maelab.train import TrainingError, pretrain
+
+from .conftest import TINY_MODEL, write_image_folder
+
+TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()]
+
+
+def sweep_args(folder: Path, out: Path) -> list[str]:
+    """A 2-ratio sweep of a tiny model: 40 training images of 16x16, batch 8, 2 epochs = 10 steps."""
+    return [
+        "sweep", "--mask-ratios", "0.25", "0.75", "--eval-subset", "0", "--eval-test-subset", "0",
+        "--probe-epochs", "2", "--recon-images", "0", "--data-dir", str(folder), "--subset", "0",
+        "--img-size", "16", "--patch-size", "4", *TINY_FLAGS, "--epochs", "2", "--batch-size", "8",
+        "--warmup-epochs", "0.5", "--log-every", "1", "--device", "cpu", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+
+
+def snapshot(run: Path) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256, mtime_ns)} of a run's training files (not RUN/eval, which evaluations add to)."""
+    return {
+        str(p.relative_to(run)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.relative_to(run).parts[0] != "eval"
+    }
+
+
+class Stop(Exception):
+    """Injected to interrupt the sweep between stages."""
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training time = steps x 2 s for mask 0.25 and steps x 1 s for 0.75, so the budget step is known
+    (10 s of budget / 2 s per step = step 5) whatever the load of the machine running the test."""
+    real_read = sweep.read_records
+    monkeypatch.setattr(sweep, "read_records", lambda run: [dict(r, run=Path(run).name) for r in real_read(run)])
+
+    def seconds(records: list[dict], images_per_step: int, upto: int | None = None) -> float:
+        steps = max((r["step"] for r in records if upto is None or r["step"] <= upto), default=0)
+        return steps * (2.0 if records and records[0]["run"] == "mr0.25" else 1.0)
+
+    monkeypatch.setattr(sweep, "training_seconds", seconds)
+
+
+def in_process(run: Path, cfg: Config | None, stop_after_steps: int | None) -> None:
+    """``sweep._pretrain_process`` without the new process (which costs seconds of imports per segment)."""
+    if cfg is None:
+        pretrain(resume=run, stop_after_steps=stop_after_steps)
+    else:
+        pretrain(cfg, stop_after_steps=stop_after_steps)
+
+
+def test_pretraining_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "data", per_class=20, size=16)
+    plan = sweep.make_plan("cpu", (0.75,), cli_values=tiny_cli(folder, tmp_path / "sweep", log_every=1))
+    cfg = sweep.run_config(plan, 0.75)
+    run = Path(cfg.train.out)
+    sweep._pretrain_process(run, cfg, stop_after_steps=2)
+    assert load_meta(run)["step"] == 2 and not (run / "summary.json").exists()
+
+
+def test_pretraining_errors_reach_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
+    cfg = sweep.run_config(sweep.make_plan("cpu", (0.75,), cli_values=tiny_cli(folder, tmp_path / "s")), 0.75)
+    cfg.data.data_dir = str(tmp_path / "missing")
+    spec = {"config": cfg.to_dict(), "resume": None, "stop_after_steps": None}
+    assert sweep.pretrain_child(json.dumps(spec)) == 2  # what the child process exits with
+    assert "maelab sweep: error: --data-dir" in capsys.readouterr().err
+
+    class Child:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def wait(self) -> int:
+            return self.code
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: Child(2))
+    with pytest.raises(TrainingError, match="failed with exit code 2.*re-run the same command"):
+        sweep._pretrain_process(tmp_path / "run", cfg, None)
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: Child(130))  # stopped by Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        sweep._pretrain_process(tmp_path / "run", cfg, None)
+
+
+def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))  # feature caches of this test only
+    monkeypatch.setattr(sweep, "_pretrain_process", in_process)
+    folder = write_image_folder(tmp_path / "data", per_class=20, size=16)
+    out = tmp_path / "sweep"
+    args = sweep_args(folder, out)
+    monkeypatch.setattr(sys, "argv", ["maelab", *args])
+    fake_clock(monkeypatch)
+
+    real_pretrained = sweep.ensure_pretrained
+
+    def stop_after_first(plan: sweep.SweepPlan, ratio: float) -> Path:
+        real_pretrained(plan, ratio)
+        raise Stop
+
+    monkeypatch.setattr(sweep, "ensure_pretrained", stop_after_first)
+    with pytest.raises(Stop):
+        main(args)
+    first = out / "runs" / "mr0.75"  # the budget ratio trains first
+    assert json.loads((first / "summary.json").read_text())["status"] == "finished"
+    assert not (out / "runs" / "mr0.25").exists() and not (out / "summary.md").exists()
+    before = snapshot(first)
+
+    monkeypatch.setattr(sweep, "ensure_pretrained", real_pretrained)
+    assert main(args) == 0
+    assert snapshot(first) == before  # not retrained, not rewritten
+
+    # mask 0.25 stopped at its speed probe (step 2) and at the budget (step 5), then ran to the end.
+    plan = json.loads((out / "budget" / "mr0.25" / "plan.json").read_text())
+    assert (plan["probe_steps"], plan["step"], plan["capped"]) == (2, 5, False)
+    assert load_meta(out / "budget" / "mr0.25" / "checkpoint")["step"] == 5
+    second = out / "runs" / "mr0.25"
+    steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))  # resumed twice: no step lost, none logged twice
+    assert json.loads((second / "summary.json").read_text())["steps"] == 10
+
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["view"], r["ratio"], r["step"]) for r in rows] == [
+        ("equal epochs", "0.25", "10"), ("equal time", "0.25", "5"),
+        ("equal epochs", "0.75", "10"), ("equal time", "0.75", "10"),
+    ]  # fmt: skip
+    for r in rows:
+        for key in ("linear_cls", "linear_mean", "knn20_cls", "knn20_mean"):
+            assert 0.0 <= float(r[key]) <= 100.0
+        assert float(r["psnr_common"]) > 0 and r["test_images"] == "40"
+    assert float(rows[0]["median_img_per_s"]) > 0 and float(rows[0]["peak_memory_mb"]) > 0
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["evaluations"]) == {"mr0.25", "mr0.25-budget", "mr0.75", "random-init"}
+    assert metrics["settings"]["ratios"] == [0.25, 0.75] and metrics["settings"]["budget_ratio"] == 0.75
+    text = (out / "summary.md").read_text()
+    assert "maelab " + " ".join(args[:3]) in text and "Equal wall-clock budget" in text
+    assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
+    for name in ("accuracy_vs_ratio", "psnr_vs_ratio", "speed_vs_ratio", "loss_curves", "reconstruction_mr0.25",
+                 "reconstruction_mr0.75", "reconstruction_mr0.25_at_mr0.75", "reconstruction_mr0.25-budget"):  # fmt: skip
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+        if not name.endswith("-budget"):
+            assert f"figures/{name}.png" in text or "_at_" in name
+
+    # A finished sweep run again trains and evaluates nothing; it only rewrites the report.
+    def forbidden(*a: object, **k: object) -> None:
+        raise AssertionError("redone")
+
+    monkeypatch.setattr(sweep, "_pretrain_process", forbidden)
+    monkeypatch.setattr("maelab.visualize.reconstruct_run", forbidden)
+    monkeypatch.setattr("maelab.evaluate.evaluate_knn", forbidden)
+    monkeypatch.setattr("maelab.evaluate.evaluate_linear", forbidden)
+    assert main(args) == 0
+
+
+def tiny_cli(folder: Path, out: Path, **train: object) -> dict[str, dict[str, object]]:
+    return {
+        "model": {**TINY_MODEL, "img_size": 16}, "data": {"data_dir": str(folder), "subset": 0},
+        "train": {"epochs": 2, "batch_size": 8, "quiet": True, "out": str(out), **train},
+    }  # fmt: skip
+
+
+def test_changed_settings_are_refused(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
+    out = tmp_path / "sweep"
+    sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out)))
+    # --quiet may change between runs; nothing else may.
+    sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out, quiet=False)))
+    with pytest.raises(ConfigError, match=r"pretrain\.train\.epochs: 2 before, 3 now"):
+        sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out, epochs=3)))
+    with pytest.raises(ConfigError, match=r"ratios"):
+        sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.9), cli_values=tiny_cli(folder, out)))
+
+
+def test_bad_sweep_options_name_the_option(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
+    cli = tiny_cli(folder, tmp_path / "out")
+    with pytest.raises(ConfigError, match="--mask-ratios"):
+        sweep.make_plan("cpu", cli_values={**cli, "model": {**cli["model"], "mask_ratio": 0.5}})
+    with pytest.raises(ConfigError, match="--budget-ratio 0.9"):
+        sweep.make_plan("cpu", (0.5, 0.75), budget_ratio=0.9, cli_values=cli)
+    with pytest.raises(ConfigError, match="each ratio once"):
+        sweep.make_plan("cpu", (0.5, 0.5), cli_values=cli)
+    with pytest.raises(ConfigError, match="--mask-ratio must be in"):
+        sweep.make_plan("cpu", (0.5, 1.0), cli_values=cli)
+    with pytest.raises(ConfigError, match="--preset 'tpu'"):
+        sweep.make_plan("tpu", cli_values=cli)
+    with pytest.raises(ConfigError, match="--probe-epochs"):
+        sweep.make_plan("cpu", cli_values=cli, eval_overrides={"probe_epochs": 0})
+    assert main(["sweep", "--data-dir", str(folder), "--mask-ratio", "0.5", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_presets(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=32)
+    cpu = sweep.make_plan("cpu", cli_values={"data": {"data_dir": str(folder)}})
+    assert cpu.ratios == (0.25, 0.5, 0.75, 0.9) and cpu.budget_ratio == 0.75 and cpu.out == Path("runs/sweep-cpu")
+    assert (cpu.base.model.name, cpu.base.train.precision, cpu.base.train.device) == ("ref", "fp32", "cpu")
+    assert cpu.base.data.subset == 5000 and cpu.base.train.epochs == 20
+    # Flags win over the preset; without 0.75 the fastest (highest) ratio sets the budget.
+    plan = sweep.make_plan("cpu", (0.25, 0.5), cli_values={"data": {"data_dir": str(folder)}, "train": {"epochs": 3}})
+    assert plan.base.train.epochs == 3 and plan.budget_ratio == 0.5
+    recon = sweep.make_plan("recon-50ep", cli_values={"data": {"data_dir": str(folder)}})
+    assert recon.ratios == (0.75,) and recon.budget_ratio is None
+    assert (recon.base.data.subset, recon.base.train.epochs) == (10000, 50)
+    gpu = sweep.make_plan("gpu", cli_values={"data": {"data_dir": str(folder)}})
+    assert gpu.base.data.subset == 0 and gpu.base.train.epochs >= 100 and gpu.base.model.name == "vit-tiny"
+
+
+def test_training_seconds_sums_logged_windows() -> None:
+    records = [{"step": 2, "img_per_s": 8.0}, {"step": 5, "img_per_s": 4.0}, {"step": 6, "img_per_s": 16.0}]
+    # 2 steps of 8 images at 8 img/s, 3 steps at 4 img/s, 1 step at 16 img/s
+    assert sweep.training_seconds(records, 8) == pytest.approx(2 + 6 + 0.5)
+    assert sweep.training_seconds(records, 8, upto=5) == pytest.approx(8)
+    assert sweep.training_seconds([], 8) == 0.0
+
+
+def test_budget_step_uses_the_rate_after_the_first_window() -> None:
+    # 8 images per step: the first window (2 steps at 2 img/s) took 8 s, then 1 s per step.
+    records = [{"step": 2, "img_per_s": 2.0}, {"step": 4, "img_per_s": 8.0}, {"step": 6, "img_per_s": 8.0}]
+    sps, step = sweep.budget_step(records, 8, probe=6, budget_seconds=20.0)
+    assert sps == pytest.approx(1.0) and step == 2 + 12
+    sps, step = sweep.budget_step(records[:1], 8, probe=2, budget_seconds=20.0)  # one window: its mean rate
+    assert sps == pytest.approx(4.0) and step == 5
