@@ -238,3 +238,19 @@ def test_budget_step_uses_the_rate_after_the_first_window() -> None:
     assert sps == pytest.approx(1.0) and step == 2 + 12
     sps, step = sweep.budget_step(records[:1], 8, probe=2, budget_seconds=20.0)  # one window: its mean rate
     assert sps == pytest.approx(4.0) and step == 5
+
+
+def test_reconstruction_study_preset_runs_one_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sweep, "_pretrain_process", in_process)
+    folder = write_image_folder(tmp_path / "data", per_class=10, size=16)
+    cli = tiny_cli(folder, tmp_path / "study", epochs=1, log_every=1)
+    cli["data"]["subset"] = 20  # the preset's 10,000 images, scaled down
+    plan = sweep.make_plan("recon-50ep", cli_values=cli, eval_overrides={"train_subset": 0, "test_subset": 0, "probe_epochs": 1})
+    summary = sweep.run_sweep(plan, "maelab sweep --preset recon-50ep")
+    text = summary.read_text()
+    assert text.startswith("# Reconstruction study (preset `recon-50ep`)") and "Equal wall-clock" not in text
+    rows = list(csv.DictReader((plan.out / "summary.csv").open()))
+    assert [(r["view"], r["ratio"]) for r in rows] == [("equal epochs", "0.75")]
+    assert f"PSNR {float(rows[0]['psnr_common']):.2f} dB" in text  # the study's headline numbers
+    assert (plan.out / "figures" / "reconstruction_mr0.75.png").is_file()

@@ -68,17 +68,18 @@ class SweepPreset:
     budget_ratio: float | None = 0.75
 
 
-# CPU preset, for a 2-core CPU in about 90 minutes. Measured: the ref model trains at ~140 img/s
-# (fp32, idle machine) at mask 0.75; training FLOPs per image (torch.utils.flop_counter, ref,
-# batch 128) are 1.136 / 0.815 / 0.500 / 0.306 GFLOP at masks 0.25 / 0.5 / 0.75 / 0.9, so relative
-# to 0.75 an epoch costs at most 2.27 + 1.63 + 1 + 0.61 = 5.51 epochs of the 0.75 run.
-#   training: 5000 images x 20 epochs x 5.51 / 140 img/s = 3935 s = 66 min (an upper bound: fixed
-#             costs such as augmentation and the decoder do not shrink with the mask ratio)
+# CPU preset, for a 2-core CPU in about 90 minutes. The ref model trains at ~140 img/s (fp32, idle
+# machine) at mask 0.75. Training FLOPs per image (torch.utils.flop_counter, ref, batch 128) are
+# 1.136 / 0.815 / 0.500 / 0.306 GFLOP at masks 0.25 / 0.5 / 0.75 / 0.9, so an epoch of all four costs
+# at most 2.27 + 1.63 + 1 + 0.61 = 5.51 epochs of the 0.75 run (fixed costs such as augmentation do
+# not shrink with the ratio; interleaved timing on a loaded machine gave 4.34).
+#   training: 5000 images x 20 epochs x (4.34 .. 5.51) / 140 img/s = 3100 .. 3940 s = 52 .. 66 min
 #   process starts: 10 pretraining segments x ~5 s = 1 min
-#   evaluations: 7 encoders (4 final, 2 budget checkpoints, random init) x (5000 + 2000) images of
-#             features, 12 x 1000 reconstructions, 14 linear probes (2 poolings) of 100 epochs on
-#             5000 x 256 features: ~5 min
-#   total: ~72 min idle, leaving room for a loaded machine within ~90 min.
+#   features: 7 encoders (4 final, 2 budget checkpoints, random init) x (5000 + 2000) images = 49,000
+#             encoder passes over all 64 patches; `maelab bench` measured inference at 1.09x the
+#             training img/s (55.6 vs 50.8 on a loaded machine), ~150 img/s idle: 330 s = 5.5 min
+#   reconstruction (12 x 1000 test images) and 14 linear probes (100 epochs on 5000 x 256): ~2 min
+#   total: ~60 .. 75 min idle, leaving room for a loaded machine within ~90 min.
 CPU_PRESET = SweepPreset(
     description="2-core CPU, ~90 min: ref model, 5000-image class-balanced subset, 20 epochs, fp32",
     ratios=(0.25, 0.5, 0.75, 0.9),
@@ -106,7 +107,8 @@ GPU_PRESET = SweepPreset(
 )
 
 # The reconstruction study: one MAE (mask 0.75) trained 50 epochs on a 10,000-image class-balanced
-# subset. On the 2-core CPU: 10,000 x 50 / 140 img/s = 3571 s = 60 min of training, ~2 min of evals.
+# subset. On the 2-core CPU: 10,000 x 50 / 140 img/s = 3571 s = 60 min of training; evaluation:
+# 2 encoders x 12,000 images of features at ~150 img/s = 160 s, plus 2000 reconstructions: ~63 min.
 RECON_PRESET = SweepPreset(
     description="reconstruction study: ref model, mask 0.75, 10,000-image class-balanced subset, 50 epochs",
     ratios=(0.75,),

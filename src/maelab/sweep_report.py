@@ -207,11 +207,11 @@ def findings(plan: SweepPlan, rows: list[dict[str, Any]], random_init: dict[str,
     if len(eq) > 1:
         speeds = sorted(eq, key=lambda r: r["ratio"])
         fast, slow = max(eq, key=lambda r: r["median_img_per_s"]), min(eq, key=lambda r: r["median_img_per_s"])
-        rising = all(a["median_img_per_s"] < b["median_img_per_s"] for a, b in zip(speeds, speeds[1:], strict=False))
+        steps = [b["median_img_per_s"] - a["median_img_per_s"] for a, b in zip(speeds, speeds[1:], strict=False)]
+        trend = "rising" if min(steps) > 0 else "falling" if max(steps) < 0 else "not monotonic"
         listed = ", ".join(f"{r['median_img_per_s']:.0f} img/s at {r['ratio']:g}" for r in speeds)
         out.append(
-            f"Speed: {listed} "
-            f"({'rising with the mask ratio' if rising else 'not monotonic in the mask ratio'}); mask "
+            f"Speed: {listed} ({trend} with the mask ratio); mask "
             f"{fast['ratio']:g} trains {fast['median_img_per_s'] / slow['median_img_per_s']:.2f}x as fast as "
             f"{slow['ratio']:g} per image."
         )
@@ -359,25 +359,34 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]]) -> list[str]:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: dict[str, dict[str, Any]]) -> list[str]:
+    """The pretraining and evaluation settings, with the image counts the evaluations actually used."""
     c, t, d, ev = plan.base.model, plan.base.train, plan.base.data, plan.eval
     any_stats = next(iter(stats.values()))
+    point = evals[run_name(plan.ratios[0])]
+    used = point["linear"]["data"]
+    recon_n = point[f"reconstruction_mr{plan.ratios[0]:g}"]["num_images"]
     lr = t.lr if t.lr > 0 else t.blr * images_per_step(plan.base) / 256
     subset = f"a {d.subset}-image class-balanced subset of" if d.subset else "all of"
-    sizes = lambda n: f"{n}" if n else "all"  # noqa: E731
+    same = " (identical for every ratio but the mask ratio)" if len(plan.ratios) > 1 else ""
+    scored_at = f"at each model's own ratio and at {ev.common_ratio:g}" if len(plan.ratios) > 1 or (
+        plan.ratios[0] != ev.common_ratio) else f"at {ev.common_ratio:g}"  # fmt: skip
     return [
-        f"- Pretraining (identical for every ratio but the mask ratio): model `{c.name}` (embed {c.embed_dim}, "
-        f"depth {c.encoder_depth}, decoder {c.decoder_embed_dim} x {c.decoder_depth}, patch {c.patch_size}), "
-        f"{subset} the training split of `{d.data_dir}`, {t.epochs} epoch{'s' * (t.epochs != 1)} "
-        f"({any_stats['steps']} steps), batch "
-        f"{t.batch_size} x {t.accum_steps}, peak lr {lr:.3g} (warm-up {t.warmup_epochs:g} epochs, cosine), weight "
-        f"decay {t.weight_decay}, norm_pix_loss {c.norm_pix_loss}, seed {t.seed}, {any_stats['precision']} on "
+        f"- Pretraining{same}: model `{c.name}` (embed {c.embed_dim}, depth {c.encoder_depth}, decoder "
+        f"{c.decoder_embed_dim} x {c.decoder_depth}, patch {c.patch_size}), {subset} the training split of "
+        f"`{d.data_dir}`, {_plural(t.epochs, 'epoch')} ({any_stats['steps']} steps), batch {t.batch_size} x "
+        f"{t.accum_steps}, peak lr {lr:.3g} (--warmup-epochs {t.warmup_epochs:g}, then cosine), weight decay "
+        f"{t.weight_decay}, norm_pix_loss {c.norm_pix_loss}, seed {t.seed}, {any_stats['precision']} on "
         f"{any_stats['device']}.",
-        f"- k-NN (cosine, T = 0.07) and linear probe (BatchNorm + linear, {ev.probe_epochs} epochs, lr chosen on "
-        f"held-out training features) on frozen features of {sizes(ev.train_subset)} training and "
-        f"{sizes(ev.test_subset)} test images (class-balanced subsets); ± is the binomial standard error.",
-        f"- Reconstruction: {sizes(ev.recon_images)} class-balanced test images under fixed masks (seed "
-        f"{ev.seed}), scored over the masked pixels, at each model's own ratio and at {ev.common_ratio:g}.",
+        f"- k-NN (cosine, T = 0.07) and linear probe (BatchNorm + linear, {_plural(ev.probe_epochs, 'epoch')}, lr "
+        f"chosen on held-out training features) on frozen features of {used['train_images']} training and "
+        f"{used['test_images']} test images (class-balanced); ± is the binomial standard error.",
+        f"- Reconstruction: {recon_n} class-balanced test images under fixed masks (seed {ev.seed}), scored over "
+        f"the masked pixels, {scored_at}.",
     ]
 
 
@@ -396,11 +405,12 @@ is what each checkpoint actually used, measured after the fact.
 
 def summary_markdown(
     plan: SweepPlan, env: dict[str, Any], command: str, rows: list[dict[str, Any]],
-    stats: dict[float, dict[str, Any]], random_init: dict[str, float], budget_s: float | None,
+    stats: dict[float, dict[str, Any]], evals: dict[str, dict[str, Any]], budget_s: float | None,
 ) -> str:  # fmt: skip
     """summary.md: the command, environment, settings, tables, findings and figures."""
     from maelab.sweep import PRESETS, PROBE_FRACTION
 
+    random_init = _random_init_metrics(evals)
     single = len(plan.ratios) == 1
     title = "Reconstruction study" if single else "Mask-ratio sweep"
     hw = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"
@@ -412,7 +422,7 @@ def summary_markdown(
         f"- Preset `{plan.preset}`: {PRESETS[plan.preset].description}",
         f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
         f"- Hardware: {hw}; device {env['device']}",
-        *_settings_lines(plan, stats), "",
+        *_settings_lines(plan, stats, evals), "",
     ]  # fmt: skip
     lines += [f"## {'Results' if single else 'Equal epochs'}", "", _table([r for r in rows if r["view"] == VIEWS[0]],
               _columns(plan, VIEWS[0]))]  # fmt: skip
@@ -429,12 +439,10 @@ def summary_markdown(
                   probe=PROBE_FRACTION), _table([r for r in rows if r["view"] == VIEWS[1]], _columns(plan, VIEWS[1]))]  # fmt: skip
     lines += ["## What it shows", ""]
     lines += [f"- {s}" for s in findings(plan, rows, random_init)]
-    lines += [
-        "- Scale: these are small runs; differences within two standard errors are not evidence either way. "
-        "Training losses of different mask ratios are over different masked sets and are not comparable "
-        "across ratios.", "",
-        "## Figures", "",
-    ]  # fmt: skip
+    lines.append("- Scale: differences within two standard errors are not evidence either way." + (
+        "" if single else " Training losses of different mask ratios are over different masked sets and are not "
+        "comparable across ratios."))  # fmt: skip
+    lines += ["", "## Figures", ""]
     if not single:
         for name, caption in (("accuracy_vs_ratio", "Linear probe and k-NN accuracy vs mask ratio"),
                               ("psnr_vs_ratio", "Reconstruction PSNR vs mask ratio"),
@@ -444,7 +452,8 @@ def summary_markdown(
     n = plan.eval.figure_images
     for ratio in plan.ratios:
         lines += [f"Mask ratio {ratio:g}: original | masked | reconstruction | reconstruction + visible "
-                  f"({n} test images, the same for every ratio, seed {plan.eval.seed}):", "",
+                  f"({n} test images{'' if single else ', the same for every ratio'}, masks of seed {plan.eval.seed}):",
+                  "",
                   f"![reconstruction mr{ratio:g}](figures/reconstruction_{run_name(ratio)}.png)", ""]  # fmt: skip
     lines += ["Files: `summary.csv` (one row per ratio and view), `metrics.json` (everything, with the evaluation "
               "reports), `runs/mr<R>/` (the pretraining runs), `evals/<point>/` (per-checkpoint reports).", ""]  # fmt: skip
@@ -470,5 +479,5 @@ def write_results(
     atomic_write_text(plan.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(plan.out / "summary.csv", _csv(rows))
     path = plan.out / "summary.md"
-    atomic_write_text(path, summary_markdown(plan, env, command, rows, stats, random_init, budget_s))
+    atomic_write_text(path, summary_markdown(plan, env, command, rows, stats, evals, budget_s))
     return path
