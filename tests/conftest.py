@@ -11,6 +11,11 @@ from PIL import Image
 
 from maelab.config import Config, resolve_config
 
+# The README's test command passes a relative MAELAB_DATA; make it absolute so that subprocesses
+# started in other directories (examples, torchrun) find the data too.
+if os.environ.get("MAELAB_DATA"):
+    os.environ["MAELAB_DATA"] = str(Path(os.environ["MAELAB_DATA"]).resolve())
+
 TINY_MODEL = dict(
     embed_dim=32, encoder_depth=1, encoder_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_heads=2
 )
