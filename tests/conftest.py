@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from maelab.config import Config, resolve_config
@@ -19,6 +21,16 @@ if os.environ.get("MAELAB_DATA"):
 TINY_MODEL = dict(
     embed_dim=32, encoder_depth=1, encoder_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_heads=2
 )
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one thread: tiny matmuls gain nothing from threads, and on a shared 2-core
+    machine OpenMP's spin-waiting makes them ~10x slower. The setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

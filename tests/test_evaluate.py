@@ -16,15 +16,7 @@ from maelab.linear_probe import ProbeConfig, holdout_split, linear_probe, probe_
 from tests.conftest import TINY_MODEL, write_image_folder
 from tests.test_features import DINO_KWARGS, DINO_NAME
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared 2-core machine OpenMP's spin-waiting
-    # makes them ~10x slower; restore the setting afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------ k-NN
