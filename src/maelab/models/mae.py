@@ -17,7 +17,7 @@ from torch import nn
 from maelab.models.masking import num_visible, patchify, random_masking, unpatchify
 from maelab.models.vit import (
     get_preset,
-    init_vit_weights,
+    init_mae_weights,
     make_blocks,
     norm_layer,
     set_fused_attention,
@@ -98,16 +98,9 @@ class MAE(nn.Module):
         return cls(patch_size=patch_size, **sizes)
 
     def _init_weights(self) -> None:
-        # All initialisation lives here: tokens ~ N(0, 0.02), patch projection as a linear layer.
-        nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
-        if self.pos_embed.requires_grad:
-            nn.init.normal_(self.pos_embed, std=0.02)
-            nn.init.normal_(self.decoder_pos_embed, std=0.02)
-        self.apply(init_vit_weights)
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        # Same draw order as before the helper existed, so seeded weights are unchanged.
+        learned = [self.pos_embed, self.decoder_pos_embed] if self.pos_embed.requires_grad else []
+        init_mae_weights(self, [self.cls_token, self.mask_token, *learned])
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Use SDPA (``True``, GPUs) or explicit matmul-softmax attention (``False``, CPUs)."""

@@ -90,6 +90,18 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def init_mae_weights(module: nn.Module, tokens: list[nn.Parameter]) -> None:
+    """The MAE initialisation of a model with a ``patch_embed``: ``tokens`` (CLS / mask tokens, learned
+    positional embeddings) ~ N(0, 0.02), xavier-uniform linears, and the patch projection initialised
+    as a linear layer (xavier on its flattened weight)."""
+    for token in tokens:
+        nn.init.normal_(token, std=0.02)
+    module.apply(init_vit_weights)
+    w = module.patch_embed.proj.weight
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(module.patch_embed.proj.bias)
+
+
 class ViTEncoder(nn.Module):
     """A ViT encoder alone (no head), its parameters under timm ``VisionTransformer`` names.
 
@@ -130,14 +142,7 @@ class ViTEncoder(nn.Module):
         self.pos_embed = nn.Parameter(sincos_pos_embed(self.grid, embed_dim), requires_grad=learned)
         self.blocks = make_blocks(embed_dim, depth, heads, mlp_ratio, drop_path)
         self.norm = norm_layer(embed_dim)
-        # The MAE's initialisation: tokens ~ N(0, 0.02), xavier linears, patch projection as a linear.
-        nn.init.normal_(self.cls_token, std=0.02)
-        if learned:
-            nn.init.normal_(self.pos_embed, std=0.02)
-        self.apply(init_vit_weights)
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        init_mae_weights(self, [self.cls_token] + ([self.pos_embed] if learned else []))
 
     def pos_embed_for(self, grid: int) -> torch.Tensor:
         """(1, 1 + grid**2, D): the positional embedding, bicubically resampled when ``grid`` differs."""
