@@ -218,7 +218,7 @@ def test_presets(tmp_path: Path) -> None:
     assert plan.base.train.epochs == 3 and plan.budget_ratio == 0.5
     recon = sweep.make_plan("recon-50ep", cli_values={"data": {"data_dir": str(folder)}})
     assert recon.ratios == (0.75,) and recon.budget_ratio is None
-    assert (recon.base.data.subset, recon.base.train.epochs) == (10000, 50)
+    assert (recon.base.data.subset, recon.base.train.epochs) == (5000, 50)
     gpu = sweep.make_plan("gpu", cli_values={"data": {"data_dir": str(folder)}})
     assert gpu.base.data.subset == 0 and gpu.base.train.epochs >= 100 and gpu.base.model.name == "vit-tiny"
 
@@ -245,7 +245,7 @@ def test_reconstruction_study_preset_runs_one_model(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(sweep, "_pretrain_process", in_process)
     folder = write_image_folder(tmp_path / "data", per_class=10, size=16)
     cli = tiny_cli(folder, tmp_path / "study", epochs=1, log_every=1)
-    cli["data"]["subset"] = 20  # the preset's 10,000 images, scaled down
+    cli["data"]["subset"] = 20  # the preset's 5,000 images, scaled down
     plan = sweep.make_plan("recon-50ep", cli_values=cli, eval_overrides={"train_subset": 0, "test_subset": 0, "probe_epochs": 1})
     summary = sweep.run_sweep(plan, "maelab sweep --preset recon-50ep")
     text = summary.read_text()
