@@ -160,6 +160,21 @@ def test_method_registry_and_config_errors() -> None:
         resolve_config(None, {"dino": {"local_crop_size": 18}}, "test")
 
 
+def test_method_dino_gets_dinos_optimizer_recipe_unless_told() -> None:
+    """`--method dino` alone trains with DINO's recipe; a --config file or a flag still wins."""
+    from maelab.config import METHOD_TRAIN_DEFAULTS
+
+    dino = resolve_config(None, {"train": {"method": "dino"}}, "test").train
+    recipe = METHOD_TRAIN_DEFAULTS["dino"]
+    assert (dino.blr, dino.betas, dino.weight_decay, dino.weight_decay_end, dino.min_lr) == (
+        recipe["blr"], recipe["betas"], 0.04, 0.4, recipe["min_lr"]
+    )  # fmt: skip
+    mae = resolve_config(None, {}, "test").train
+    assert (mae.blr, mae.betas, mae.weight_decay) == (1.5e-4, (0.9, 0.95), 0.05)
+    from_file = resolve_config({"train": {"method": "dino", "weight_decay": 0.1}}, {"train": {"blr": 1e-3}}, "f.toml")
+    assert (from_file.train.weight_decay, from_file.train.blr, from_file.train.betas) == (0.1, 1e-3, (0.9, 0.999))
+
+
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -130,3 +130,21 @@ def test_cli_finetune_rejects_bad_values(tiny_run: Path, capsys: pytest.CaptureF
     assert "--layer-decay" in capsys.readouterr().err
     assert main(["eval", "finetune", str(tiny_run), "--batch-size", "100", "--quiet", "--device", "cpu"]) == 2
     assert "--batch-size 100" in capsys.readouterr().err
+
+
+def test_cli_finetunes_a_dino_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`maelab eval finetune` takes a DINO run too: its teacher encoder goes into the same timm ViT."""
+    data = write_image_folder(tmp_path / "data", per_class=6, size=32)
+    train = dict(method="dino", epochs=1, batch_size=4, warmup_epochs=0, quiet=True, out=str(tmp_path / "run"),
+                 device="cpu")  # fmt: skip
+    dino = {"out_dim": 64, "head_hidden_dim": 32, "bottleneck_dim": 16, "local_crops": 2}
+    cfg = resolve_config(
+        None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train, "dino": dino}, "test"
+    )
+    run = pretrain(cfg)
+    args = ["eval", "finetune", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert "DINO pretrained" in capsys.readouterr().out
+    result = json.loads((run / "eval" / "finetune.json").read_text())
+    assert result["dino"]["init"] == "dino" and result["scratch"]["init"] == "scratch"
+    assert result["dino"]["steps"] == 3 and result["dino"]["top1"] >= 0.0

@@ -10,6 +10,7 @@ import torch
 
 from maelab import MAE
 from maelab.checkpoint import latest_checkpoint, load_meta
+from maelab.config import resolve_config
 from maelab.methods import load_model
 from maelab.train import lr_schedule, param_groups, pretrain
 
@@ -37,6 +38,26 @@ def test_no_weight_decay_on_biases_norms_tokens() -> None:
     )
     assert all(p.ndim == 2 or p.ndim == 4 for p in decay["params"])  # linear and conv weights only
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+
+
+def test_weight_decay_cosine_schedule_on_the_decayed_group_only(tmp_path: Path) -> None:
+    """--weight-decay-end: the decayed group follows a cosine to it; biases/norms/tokens stay at 0."""
+    from .conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "data", per_class=8, size=32)
+    train = dict(epochs=2, batch_size=4, warmup_epochs=0, log_every=1, quiet=True, out=str(tmp_path / "run"),
+                 device="cpu", weight_decay=0.04, weight_decay_end=0.4)  # fmt: skip
+    cfg = resolve_config(None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train}, "test")
+    run = pretrain(cfg)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    expected = lr_schedule(0.04, 0.4, total_steps=8, warmup_steps=0)
+    assert [r["weight_decay"] for r in records] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.39
+    state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == pytest.approx(expected[-1].item()) and groups[1]["weight_decay"] == 0.0
+    # MAE's default (-1) keeps the weight decay constant.
+    assert resolve_config(None, {}, "test").train.weight_decay_end < 0
 
 
 @pytest.mark.slow

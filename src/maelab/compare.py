@@ -32,12 +32,10 @@ import torch
 
 from maelab import checkpoint as ckpt
 from maelab.checkpoint import atomic_write_text
-from maelab.config import Config, ConfigError, config_from_dict, validate
+from maelab.config import METHOD_TRAIN_DEFAULTS, Config, ConfigError, config_from_dict, validate
 
 METHOD_NAMES = ("mae", "dino")
-# DINO's optimizer recipe (Caron et al. 2021, ViT-S/16): lr 5e-4 * batch / 256, AdamW default
-# betas, weight decay 0.04 (the start of its 0.04 -> 0.4 schedule), min lr 1e-6.
-DINO_RECIPE: dict[str, Any] = {"blr": 5.0e-4, "betas": (0.9, 0.999), "weight_decay": 0.04, "min_lr": 1.0e-6}
+DINO_RECIPE: dict[str, Any] = METHOD_TRAIN_DEFAULTS["dino"]  # DINO's optimizer recipe (see config.py)
 KNN_K = 20  # the k reported in tables and curves (DINO's default)
 
 

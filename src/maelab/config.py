@@ -79,6 +79,7 @@ class TrainConfig:
     min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
     warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of --epochs)")
     weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
+    weight_decay_end: float = opt(-1.0, "weight decay at the end of a cosine schedule from --weight-decay (< 0 = constant)")
     betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
@@ -124,6 +125,14 @@ class DinoConfig:
     dino_grad_clip: float = opt(3.0, "clip each parameter's gradient norm to this value, as DINO (0 = off)")
     freeze_last_layer: float = opt(1.0, "epochs during which the head's last layer gets no gradient")
 
+
+# Each method's optimizer recipe from its paper: applied by ``resolve_config`` above the defaults
+# and below a --config file and flags, so `--method dino` trains with DINO's recipe unless told.
+# DINO (Caron et al. 2021, ViT-S/16): lr 5e-4 * batch / 256, AdamW default betas, weight decay
+# cosine 0.04 -> 0.4, min lr 1e-6. MAE's recipe is the TrainConfig defaults.
+METHOD_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dino": {"blr": 5.0e-4, "betas": (0.9, 0.999), "weight_decay": 0.04, "weight_decay_end": 0.4, "min_lr": 1.0e-6},
+}
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "dino": DinoConfig}
 
@@ -214,7 +223,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(file_values: dict[str, Any] | None, cli_values: dict[str, dict[str, Any]], where: str) -> Config:
-    """defaults < model preset < file < CLI. ``cli_values`` holds only flags the user gave."""
+    """defaults < model preset and method recipe < file < CLI. ``cli_values`` holds only flags the user gave."""
     file_values = file_values or {}
     file_model = file_values.get("model", {}) if isinstance(file_values.get("model", {}), dict) else {}
     name = cli_values.get("model", {}).get("name") or file_model.get("name") or ModelConfig.name
@@ -224,6 +233,9 @@ def resolve_config(file_values: dict[str, Any] | None, cli_values: dict[str, dic
     except ValueError as e:
         raise ConfigError(str(e)) from e
     update_section(cfg.model, {"name": name, **vars(preset)}, "preset")
+    file_train = file_values.get("train", {}) if isinstance(file_values.get("train", {}), dict) else {}
+    method = cli_values.get("train", {}).get("method") or file_train.get("method") or TrainConfig.method
+    update_section(cfg.train, METHOD_TRAIN_DEFAULTS.get(str(method), {}), f"{method} recipe")
     file_cfg = config_from_dict(file_values, where)  # validates the file on its own
     for section in SECTIONS:
         given = {k: getattr(getattr(file_cfg, section), k) for k in file_values.get(section, {})}

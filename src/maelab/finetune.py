@@ -82,8 +82,9 @@ def timm_vit(cfg: Config, num_classes: int, global_pool: str = "avg", drop_path:
     return timm.create_model(TIMM_MODEL_NAME, pretrained=False, **kwargs)
 
 
-def load_encoder(vit: nn.Module, mae: MAE) -> None:
-    """Copy ``mae``'s encoder into ``vit``; everything but the head must match exactly.
+def load_encoder(vit: nn.Module, mae: MAE | nn.Module) -> None:
+    """Copy ``mae``'s encoder (any method's module with ``encoder_state_dict()``, e.g. MAE or DINO)
+    into ``vit``; everything but the head must match exactly.
 
     The head is re-initialised as in the MAE paper (weights ~ N(0, 2e-5), zero bias).
     """
@@ -104,7 +105,7 @@ def layer_decay_param_groups(vit: nn.Module, weight_decay: float, layer_decay: f
     )
 
 
-def build_classifier(mae: MAE | None, cfg: Config, ft: FinetuneConfig, num_classes: int) -> nn.Module:
+def build_classifier(mae: MAE | nn.Module | None, cfg: Config, ft: FinetuneConfig, num_classes: int) -> nn.Module:
     """The timm ViT to fine-tune: ``mae``'s encoder, or (``mae=None``) the MAE's random
     initialisation drawn with ``ft.seed``, the from-scratch baseline."""
     if mae is None:
@@ -128,7 +129,7 @@ def accuracy(model: nn.Module, data: ImageData, cfg: Config, batch_size: int = 5
 
 
 def finetune(
-    mae: MAE | None, cfg: Config, ft: FinetuneConfig, train: ImageData, test: ImageData, label: str = "finetune"
+    mae: MAE | nn.Module | None, cfg: Config, ft: FinetuneConfig, train: ImageData, test: ImageData, label: str = "finetune"
 ) -> dict[str, Any]:
     """Fine-tune ``mae``'s encoder (or, ``mae=None``, a random one) on ``train``; score on ``test``.
 
@@ -191,7 +192,7 @@ def finetune(
             print(f"{label} epoch {epoch + 1}/{ft.epochs}: {shown}", flush=True)
     bar.close()
     return {
-        "init": "scratch" if mae is None else "mae", "top1": history[-1]["test_top1"],
+        "init": "scratch" if mae is None else cfg.train.method, "top1": history[-1]["test_top1"],
         "first_loss": history[0]["train_loss"], "last_loss": history[-1]["train_loss"], "history": history,
         "train_images": len(train), "test_images": len(test), "steps": total_steps, "peak_lr": peak_lr,
         "device": str(device), "precision": "fp32" if amp_dtype is None else "bf16",
@@ -217,9 +218,8 @@ def finetune_run(
     from maelab.methods import load_model
 
     ft.validate()
-    mae, cfg = load_model(run, "cpu")
-    if not isinstance(mae, MAE):
-        raise ConfigError(f"{run}: fine-tuning needs an MAE run, this is a {cfg.train.method!r} run")
+    pretrained, cfg = load_model(run, "cpu")  # MAE or DINO: both give their encoder under timm names
+    method = cfg.train.method
     d = cfg.data
     root = data_dir or d.data_dir
     train = load_split(root, "train", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
@@ -227,13 +227,13 @@ def finetune_run(
     train = class_balanced_subset(train, subset) if subset else train
     test = class_balanced_subset(test, test_subset) if test_subset else test
 
-    inits = ["scratch"] if from_scratch else ["mae"] + (["scratch"] if baseline else [])
+    inits = ["scratch"] if from_scratch else [method] + (["scratch"] if baseline else [])
     results = {}
     for init in inits:
-        label = "fine-tune (MAE init)" if init == "mae" else "fine-tune (random init)"
-        results[init] = finetune(mae if init == "mae" else None, cfg, ft, train, test, label)
+        label = f"fine-tune ({method.upper()} init)" if init == method else "fine-tune (random init)"
+        results[init] = finetune(pretrained if init == method else None, cfg, ft, train, test, label)
     rows = [
-        [("MAE pretrained" if k == "mae" else "random init"), r["top1"], r["first_loss"], r["last_loss"],
+        [(f"{method.upper()} pretrained" if k == method else "random init"), r["top1"], r["first_loss"], r["last_loss"],
          r["wall_time_s"]]
         for k, r in results.items()
     ]  # fmt: skip

@@ -227,6 +227,8 @@ def _train(
     # Capped at a quarter of the run, so that short runs (e.g. 2 epochs) still reach the peak lr.
     warmup_steps = round(min(t.warmup_epochs, t.epochs / 4) * steps_per_epoch)
     lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
+    # Weight decay of the decayed group (param_groups()[0]): constant, or cosine to weight_decay_end (DINO).
+    wds = lr_schedule(t.weight_decay, t.weight_decay_end, total_steps, 0).tolist() if t.weight_decay_end >= 0 else None
 
     torch.manual_seed(t.seed)  # the same initial weights in every process
     model = method.build(cfg).to(device)
@@ -257,7 +259,7 @@ def _train(
     tb = TensorBoardLogger(run, cfg, purge_step=step) if t.tensorboard and write else None
     bar = tqdm(
         total=total_steps, initial=step, disable=t.quiet or not write, unit="step", dynamic_ncols=True,
-        desc=f"{t.method} {cfg.model.name} mr={cfg.model.mask_ratio}",
+        desc=f"{t.method} {cfg.model.name}" + (f" mr={cfg.model.mask_ratio}" if t.method == "mae" else ""),
     )  # fmt: skip
     perm_state = perm_gen.get_state()
     last_loss, img_s = float("nan"), 0.0
@@ -291,6 +293,8 @@ def _train(
                 for micro_batches in _batches(perm, first, steps_per_epoch, t.batch_size, t.accum_steps):
                     for group in optimizer.param_groups:
                         group["lr"] = lrs[step]
+                    if wds is not None:
+                        optimizer.param_groups[0]["weight_decay"] = wds[step]
                     for i, idx in enumerate(micro_batches):
                         # DDP averages gradients once per optimizer step, on the last micro-batch.
                         sync = not info.enabled or i == len(micro_batches) - 1
@@ -328,6 +332,8 @@ def _train(
                             "lr": lrs[step - 1], "img_per_s": round(img_s, 2),
                             "wall_time": round(elapsed_before + now - start_time, 3),
                         }  # fmt: skip
+                        if wds is not None:
+                            record["weight_decay"] = round(wds[step - 1], 6)
                         if method.metrics is not None:  # e.g. DINO's teacher entropy
                             record.update(method.metrics(model))
                         if log_file is not None:
