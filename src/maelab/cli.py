@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -449,8 +450,6 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import shlex
-
     from maelab.sweep import make_plan, run_sweep
 
     overrides = {
@@ -521,7 +520,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         finetune_batch_size=args.finetune_batch_size, equal_time=args.equal_time, isolate=args.isolate,
         progress=not cfg.train.quiet,
     )  # fmt: skip
-    results = run_compare(cfg, opts, out)
+    results = run_compare(cfg, opts, out, "maelab " + shlex.join(sys.argv[1:]))
     print((results / "summary.md").read_text(), end="")
     print(f"results: {results} (summary.md, summary.csv, metrics.json, plots/, runs/)")
     return 0

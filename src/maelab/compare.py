@@ -324,7 +324,7 @@ def _finetune_all(
 
 
 # ------------------------------------------------------------------------------------ entry point
-def run_compare(base: Config, opts: CompareOptions, out: str | Path) -> Path:
+def run_compare(base: Config, opts: CompareOptions, out: str | Path, command: str = "") -> Path:
     """Run (or continue) the MAE-vs-DINO comparison of ``base``'s encoder and data into ``out``.
 
     Returns the results directory, holding summary.md, summary.csv, metrics.json, plots/*.png and
@@ -359,7 +359,7 @@ def run_compare(base: Config, opts: CompareOptions, out: str | Path) -> Path:
     frozen = _frozen_evaluations(stages, encoders, base, opts, data, device)
     finetuned = _finetune_all(stages, encoders, base, opts, data) if opts.finetune_epochs else {}
     stages.data["wall_time_this_call_s"] = round(time.perf_counter() - start, 1)
-    write_results(out, stages.data, trained, stages.get("equal_time"), frozen, finetuned)
+    write_results(out, stages.data, trained, stages.get("equal_time"), frozen, finetuned, command, str(device))
     return out
 
 

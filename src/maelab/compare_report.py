@@ -275,9 +275,15 @@ def plot_all(out: Path, trained: dict, table: list[dict[str, Any]]) -> list[Path
 
 
 def write_results(
-    out: Path, data: dict[str, Any], trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
-) -> None:
+    out: Path, data: dict[str, Any], trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict,
+    command: str = "", device: str = "cpu",
+) -> None:  # fmt: skip
     """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages)."""
+    from maelab.sweep_report import environment
+
+    env = environment(device)
+    hw = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"
+    hw = f"{env['gpu']}; CPU {hw}" if "gpu" in env else hw
     if equal_time and equal_time.get("label"):
         equal_time = {**equal_time, "record": data["stages"].get(f"pretrain:{equal_time['retrained']}-equal-time")}
     table = rows(trained, equal_time, frozen, finetuned)
@@ -289,12 +295,19 @@ def write_results(
     lines = [
         "# MAE vs DINO on the same encoder",
         "",
+        f"- Command: `{command or '(Python API)'}`",
+        f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
+        f"- Hardware: {hw}; device {env['device']}",
+        f"- Wall time of the last call: {data.get('wall_time_this_call_s', 0) / 60:.1f} min (stages finished in "
+        "earlier calls are reused)",
+        "",
         f"Encoder: {m['name']} (embed {m['embed_dim']}, depth {m['encoder_depth']}, heads {m['encoder_heads']}, "
         f"patch {m['patch_size']}, {m['img_size']} px). Pretraining data: {d['subset'] or 'all'} training images of "
         f"{d['data_dir'] or '$MAELAB_DATA'}, {t['epochs']} epochs, batch {t['batch_size']}, warm-up "
         f"{t['warmup_epochs']:g} epochs, seed {t['seed']}. MAE: blr {t['blr']:g}, betas {tuple(t['betas'])}, weight "
         f"decay {t['weight_decay']:g}, mask ratio {m['mask_ratio']:g}. DINO: blr {dr['blr']:g}, betas {tuple(dr['betas'])}, "
-        f"weight decay {dr['weight_decay']:g}, min lr {dr['min_lr']:g}, "
+        f"weight decay {dr['weight_decay']:g}" + (f" -> {dr['weight_decay_end']:g} (cosine)" if dr.get("weight_decay_end", -1) >= 0 else "")
+        + f", min lr {dr['min_lr']:g}, "
         f"{settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
         "",
         f"Evaluation: {frozen['data']['train_images']} train / {n_test} test images (class-balanced); k-NN k=20 "
