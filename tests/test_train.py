@@ -52,7 +52,7 @@ def test_weight_decay_cosine_schedule_on_the_decayed_group_only(tmp_path: Path) 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     expected = lr_schedule(0.04, 0.4, total_steps=8, warmup_steps=0)
     assert [r["weight_decay"] for r in records] == pytest.approx(expected.tolist(), abs=1e-6)
-    assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.39
+    assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.38
     state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
     groups = state["optimizer"]["param_groups"]
     assert groups[0]["weight_decay"] == pytest.approx(expected[-1].item()) and groups[1]["weight_decay"] == 0.0

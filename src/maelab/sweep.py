@@ -236,6 +236,9 @@ def check_plan(plan: SweepPlan) -> None:
     settings["pretrain"]["train"].pop("quiet")  # the only setting a re-run may change
     if path.is_file():
         old = json.loads(path.read_text())
+        if isinstance(old.get("pretrain"), dict):  # options added since it was written take their defaults
+            old["pretrain"] = _with_defaults(old["pretrain"], str(path))
+            old["pretrain"]["train"].pop("quiet", None)
         if old != json.loads(json.dumps(settings)):
             diff = _differences(old, json.loads(json.dumps(settings)))
             raise ConfigError(
@@ -245,6 +248,14 @@ def check_plan(plan: SweepPlan) -> None:
         return
     plan.out.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+def _with_defaults(pretrain: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stored pretraining config as JSON, with options it predates filled in with their defaults."""
+    try:
+        return json.loads(json.dumps(config_from_dict(pretrain, where).to_dict()))
+    except ConfigError:
+        return pretrain  # unknown keys: shown as differences below, not as a crash
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
