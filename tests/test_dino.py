@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,15 @@ from maelab.checkpoint import load_weights, resolve_checkpoint
 from maelab.config import ConfigError, DinoConfig, resolve_config
 from maelab.data import class_balanced_subset, load_split
 from maelab.methods import build_dino, get_method, load_model
-from maelab.models.dino import DINO, clip_grads_per_parameter, ema_update, momentum_schedule, teacher_temp_schedule
+from maelab.models.dino import (
+    DINO,
+    clip_grads_per_parameter,
+    ema_update,
+    momentum_schedule,
+    suggest_momentum,
+    teacher_init_weight,
+    teacher_temp_schedule,
+)
 from maelab.train import pretrain
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -59,6 +68,21 @@ def test_momentum_schedule_cosine_from_base_to_one() -> None:
     m = momentum_schedule(0.996, 101)
     assert m[0] == pytest.approx(0.996) and m[-1] == pytest.approx(1.0) and m[50] == pytest.approx(0.998)
     assert torch.all(m.diff() >= 0)
+
+
+def test_teacher_keeps_its_init_in_short_runs_and_a_warning_says_so() -> None:
+    # A teacher EMA of a student that moved to s after T steps holds prod(m) of its initial weights.
+    assert teacher_init_weight(torch.tensor([0.5, 0.5, 1.0])) == pytest.approx(0.25)
+    assert teacher_init_weight(momentum_schedule(0.996, 120)) > 0.7  # DINO's ImageNet momentum, 120 steps
+    assert teacher_init_weight(momentum_schedule(0.996, 125_000)) < 1e-6
+    base = suggest_momentum(120)
+    assert teacher_init_weight(momentum_schedule(base, 120)) == pytest.approx(0.05, rel=0.1)
+    with pytest.warns(UserWarning, match=r"--momentum-teacher 0.996 over 120 steps leaves 7\d% .* try --momentum"):
+        DINO(**TINY_DINO).setup(steps_per_epoch=15, total_steps=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DINO(**TINY_DINO, momentum_teacher=base).setup(steps_per_epoch=15, total_steps=120)
+        DINO(**TINY_DINO).setup(steps_per_epoch=15, total_steps=120, start_step=60)  # resuming: said already
 
 
 def test_teacher_temp_schedule_warmup_then_constant() -> None:
