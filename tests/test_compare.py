@@ -79,5 +79,12 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     run_compare(cfg, opts, out)
     body = summary[summary.index("Encoder:") :]  # the header has this call's date and wall time
     assert (out / "summary.md").read_text().endswith(body)
-    with pytest.raises(compare.ConfigError, match="other settings"):
+    # A metrics.json written before an option existed resumes: the option takes its default.
+    stored = json.loads((out / "metrics.json").read_text())
+    del stored["settings"]["config"]["train"]["weight_decay_end"], stored["settings"]["options"]["finetune_batch_size"]
+    (out / "metrics.json").write_text(json.dumps(stored))
+    run_compare(cfg, opts, out)
+    assert (out / "summary.md").read_text().endswith(body)
+    # Other settings are refused, and the error names what differs.
+    with pytest.raises(compare.ConfigError, match=r"other settings \(options.linear_epochs: \d+ before, 3 now"):
         run_compare(cfg, CompareOptions(**{**opts.__dict__, "linear_epochs": 3}), out)

@@ -32,7 +32,15 @@ import torch
 
 from maelab import checkpoint as ckpt
 from maelab.checkpoint import atomic_write_text
-from maelab.config import METHOD_TRAIN_DEFAULTS, Config, ConfigError, config_from_dict, validate
+from maelab.config import (
+    METHOD_TRAIN_DEFAULTS,
+    Config,
+    ConfigError,
+    config_dict_with_defaults,
+    config_differences,
+    config_from_dict,
+    validate,
+)
 
 METHOD_NAMES = ("mae", "dino")
 DINO_RECIPE: dict[str, Any] = METHOD_TRAIN_DEFAULTS["dino"]  # DINO's optimizer recipe (see config.py)
@@ -106,9 +114,18 @@ class Stages:
         self.data: dict[str, Any] = {"settings": settings, "stages": {}}
         if self.path.is_file():
             old = json.loads(self.path.read_text())
-            if old.get("settings") != json.loads(json.dumps(settings)):
+            stored, now = old.get("settings") or {}, json.loads(json.dumps(settings))
+            # Options added to maelab since the file was written take their defaults, so an upgrade
+            # does not block resuming a long comparison.
+            if isinstance(stored.get("config"), dict):
+                stored["config"] = config_dict_with_defaults(stored["config"], str(self.path))
+            if isinstance(stored.get("options"), dict):
+                stored["options"] = {**now["options"], **stored["options"]}
+            if stored != now:
+                diff = config_differences(stored, now)
                 raise ConfigError(
-                    f"{out} holds a comparison with other settings ({self.path}); pass another --out or delete it"
+                    f"{out} holds a comparison with other settings ({'; '.join(diff[:6])}; in {self.path}); "
+                    "re-run it with its own settings to continue it, or pass another --out"
                 )
             self.data = old
 

@@ -308,3 +308,23 @@ def dino_checks(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= g.center_momentum < 1, f"--center-momentum must be in [0, 1), got {g.center_momentum}"),
         (g.dino_grad_clip >= 0 and g.freeze_last_layer >= 0, "--dino-grad-clip and --freeze-last-layer must be >= 0"),
     ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ stored configs
+def config_dict_with_defaults(stored: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stored ``Config.to_dict()`` (from sweep.json or a compare's metrics.json) as JSON, with the
+    options it predates filled in with their defaults, so that an upgrade does not block a resume."""
+    try:
+        return json.loads(json.dumps(config_from_dict(stored, where).to_dict()))
+    except ConfigError:
+        return stored  # unknown keys: shown as differences below, not as a crash
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Each leaf that differs between two nested dicts, as 'a.b: OLD before, NEW now'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += config_differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} before, {new!r} now"]

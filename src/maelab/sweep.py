@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from maelab import checkpoint as ckpt
-from maelab.config import Config, ConfigError, config_from_dict, resolve_config, validate
+from maelab.config import (
+    Config,
+    ConfigError,
+    config_dict_with_defaults,
+    config_differences,
+    config_from_dict,
+    resolve_config,
+    validate,
+)
 
 # The slower ratios first train this fraction of their steps to measure their speed, which sets
 # the step at which they reach the equal wall-clock budget.
@@ -237,10 +245,10 @@ def check_plan(plan: SweepPlan) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if isinstance(old.get("pretrain"), dict):  # options added since it was written take their defaults
-            old["pretrain"] = _with_defaults(old["pretrain"], str(path))
+            old["pretrain"] = config_dict_with_defaults(old["pretrain"], str(path))
             old["pretrain"]["train"].pop("quiet", None)
         if old != json.loads(json.dumps(settings)):
-            diff = _differences(old, json.loads(json.dumps(settings)))
+            diff = config_differences(old, json.loads(json.dumps(settings)))
             raise ConfigError(
                 f"{plan.out} holds a sweep with other settings ({'; '.join(diff[:6])}); re-run it with its own "
                 f"settings to continue it, or pick another --out"
@@ -248,23 +256,6 @@ def check_plan(plan: SweepPlan) -> None:
         return
     plan.out.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
-
-
-def _with_defaults(pretrain: dict[str, Any], where: str) -> dict[str, Any]:
-    """A stored pretraining config as JSON, with options it predates filled in with their defaults."""
-    try:
-        return json.loads(json.dumps(config_from_dict(pretrain, where).to_dict()))
-    except ConfigError:
-        return pretrain  # unknown keys: shown as differences below, not as a crash
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
-        return out
-    return [] if old == new else [f"{prefix}: {old!r} before, {new!r} now"]
 
 
 # ------------------------------------------------------------------------------------ pretraining
