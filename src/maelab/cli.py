@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -593,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # Library warnings (e.g. a DINO teacher momentum too high for the run) read as one CLI line.
+    warnings.formatwarning = lambda message, category, *_: f"maelab {args.command}: warning: {message}\n"
     try:
         return args.func(args)
     except (ConfigError, DataError, CheckpointError) as e:
