@@ -22,17 +22,19 @@ from peers import PEERS, Sizes  # noqa: E402
 
 from maelab.bench import (  # noqa: E402
     Contender,
-    cpu_has_native_bf16,
-    hardware_line,
     maelab_contender,
-    matmul_gflops,
     measure_rounds,
     median,
     module_contender,
     random_batch,
     train_flops_per_image,
 )
-from maelab.train import resolve_device  # noqa: E402
+from maelab.runtime import (  # noqa: E402
+    cpu_has_native_bf16,
+    hardware_line,
+    matmul_gflops,
+    resolve_device,  # noqa: E402
+)
 
 VARIANTS = {  # name -> maelab_contender keyword arguments
     "default": {},

@@ -20,10 +20,10 @@ import time
 import torch
 
 from maelab.augment import mae_augment
-from maelab.bench import hardware_line, maelab_contender, median, random_batch
+from maelab.bench import maelab_contender, median, random_batch
 from maelab.config import DataConfig
 from maelab.data import class_balanced_subset, load_split
-from maelab.train import resolve_device
+from maelab.runtime import hardware_line, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,10 @@ import sys
 import torch
 
 from maelab.augment import mae_augment
-from maelab.bench import hardware_line, maelab_contender
+from maelab.bench import maelab_contender
 from maelab.config import DataConfig
 from maelab.data import class_balanced_subset, load_split
-from maelab.train import autocast, resolve_device
+from maelab.runtime import autocast, hardware_line, resolve_device
 
 
 def curve(images: torch.Tensor, args: argparse.Namespace, precision: str, attention: str) -> list[float]:

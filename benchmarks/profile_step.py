@@ -14,8 +14,8 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from maelab.bench import hardware_line, maelab_contender, random_batch
-from maelab.train import autocast, resolve_device
+from maelab.bench import maelab_contender, random_batch
+from maelab.runtime import autocast, hardware_line, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 from maelab.data import class_balanced_subset, load_split
-from maelab.features import cached_features, run_encoder
-from maelab.knn import knn_accuracy
-from maelab.linear_probe import ProbeConfig, linear_probe
+from maelab.eval.features import cached_features, run_encoder
+from maelab.eval.knn import knn_accuracy
+from maelab.eval.linear_probe import ProbeConfig, linear_probe
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("run", help="run directory (its newest checkpoint is used)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maelab import bench
+from maelab import bench, runtime
 from maelab.cli import main
 from maelab.models.mae import MAE
 
@@ -106,8 +106,8 @@ def test_peer_loss_and_features(name):
 
 
 def test_cpu_bf16_probe_and_hardware_line():
-    assert isinstance(bench.cpu_has_native_bf16(), bool)
-    assert torch.__version__ in bench.hardware_line(torch.device("cpu"))
+    assert isinstance(runtime.cpu_has_native_bf16(), bool)
+    assert torch.__version__ in runtime.hardware_line(torch.device("cpu"))
 
 
 def test_cli_bench_rejects_bad_values(capsys):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from maelab import compare
 from maelab.cli import main
-from maelab.compare import CompareOptions, run_compare, time_budget_epochs
-from maelab.compare_report import two_se, versus
 from maelab.config import resolve_config
+from maelab.experiments import compare
+from maelab.experiments.compare import CompareOptions, run_compare, time_budget_epochs
+from maelab.experiments.compare_report import two_se, versus
 
 from .conftest import TINY_MODEL, write_image_folder
 
@@ -74,7 +74,7 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(compare, "_pretrain", fail)
-    monkeypatch.setattr("maelab.finetune.finetune", fail)
+    monkeypatch.setattr("maelab.eval.finetune.finetune", fail)
     (out / "summary.md").unlink()
     run_compare(cfg, opts, out)
     body = summary[summary.index("Encoder:") :]  # the header has this call's date and wall time

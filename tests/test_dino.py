@@ -159,7 +159,7 @@ def test_per_parameter_clip_leaves_small_gradients() -> None:
 
 def test_teacher_features_load_into_timm_vit() -> None:
     """The evaluation path: forward_features runs the teacher, its weights load into timm strictly."""
-    from maelab.finetune import load_encoder, timm_vit
+    from maelab.eval.finetune import load_encoder, timm_vit
 
     cfg = resolve_config(None, {"model": dict(TINY_MODEL), "train": {"method": "dino"}}, "test")
     torch.manual_seed(0)

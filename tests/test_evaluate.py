@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from maelab.cli import main
-from maelab.knn import knn_accuracy, knn_class_scores
-from maelab.linear_probe import ProbeConfig, holdout_split, linear_probe, probe_accuracy, select_lr, train_probe
+from maelab.eval.knn import knn_accuracy, knn_class_scores
+from maelab.eval.linear_probe import ProbeConfig, holdout_split, linear_probe, probe_accuracy, select_lr, train_probe
 from tests.conftest import TINY_MODEL, write_image_folder
 from tests.test_features import DINO_KWARGS, DINO_NAME
 

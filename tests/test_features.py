@@ -12,7 +12,7 @@ from maelab import checkpoint as ckpt
 from maelab.augment import normalize
 from maelab.checkpoint import CheckpointError
 from maelab.config import ConfigError, resolve_config
-from maelab.features import (
+from maelab.eval.features import (
     cached_features,
     extract_features,
     pool_tokens,

@@ -12,7 +12,7 @@ from maelab import MAE
 from maelab.cli import main
 from maelab.config import resolve_config
 from maelab.data import ImageData
-from maelab.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups
+from maelab.eval.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups
 from maelab.train import pretrain
 
 from .conftest import TINY_MODEL, write_image_folder

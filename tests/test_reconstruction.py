@@ -12,7 +12,7 @@ import torch
 from maelab import MAE
 from maelab.cli import main
 from maelab.config import resolve_config
-from maelab.reconstruction import (
+from maelab.eval.reconstruction import (
     PSNR_CAP,
     balanced_indices,
     evaluate_reconstruction,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from maelab import sweep
 from maelab.checkpoint import load_meta
 from maelab.cli import main
 from maelab.config import Config, ConfigError
+from maelab.experiments import sweep
 from maelab.train import TrainingError, pretrain
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -165,8 +165,8 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
 
     monkeypatch.setattr(sweep, "_pretrain_process", forbidden)
     monkeypatch.setattr("maelab.visualize.reconstruct_run", forbidden)
-    monkeypatch.setattr("maelab.evaluate.evaluate_knn", forbidden)
-    monkeypatch.setattr("maelab.evaluate.evaluate_linear", forbidden)
+    monkeypatch.setattr("maelab.eval.frozen.evaluate_knn", forbidden)
+    monkeypatch.setattr("maelab.eval.frozen.evaluate_linear", forbidden)
     assert main(args) == 0
 
 

@@ -12,7 +12,8 @@ from maelab import MAE
 from maelab.checkpoint import latest_checkpoint, load_meta
 from maelab.config import resolve_config
 from maelab.methods import load_model
-from maelab.train import lr_schedule, param_groups, pretrain
+from maelab.optim import lr_schedule, param_groups
+from maelab.train import pretrain
 
 from .conftest import TINY_MODEL, tiny_config
 

@@ -9,77 +9,19 @@ machine hits all of them alike and their *ratios* stay meaningful. Warm-up steps
 
 from __future__ import annotations
 
-import contextlib
-import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from maelab.models.mae import MAE
-from maelab.train import autocast, resolve_device, resolve_precision
+from maelab.runtime import autocast, peak_memory_mb, resolve_device, resolve_precision, synchronize
 
 Batch = torch.Tensor  # (B, 3, H, W) float images, already normalised
-
-
-# ------------------------------------------------------------------------------------ hardware
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX); Linux flags only.
-
-    Without it PyTorch emulates bf16 matmuls and they are far slower than fp32.
-    """
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
-
-
-def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 512, seconds: float = 0.3) -> float:
-    """Measured GFLOP/s of one (size x size) @ (size x size) matmul in ``dtype`` on ``device``."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    a @ b  # warm-up
-    n, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        n += 1
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed > seconds:
-            return 2 * size**3 * n / elapsed / 1e9
-
-
-def hardware_line(device: torch.device) -> str:
-    """One line naming the processor / GPU, threads and torch version."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = "unknown CPU"
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        name += f", {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
-        name += ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
-    return f"{name}; torch {torch.__version__}"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated GPU memory since the last reset (CUDA) or the process's peak RSS (CPU), MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 # ------------------------------------------------------------------------------------ contenders
@@ -120,7 +62,7 @@ class Contender:
 
 def adamw(model: nn.Module, device: torch.device, lr: float = 1.5e-4) -> torch.optim.AdamW:
     """AdamW exactly as ``maelab.train.pretrain`` builds it (fused kernel on CUDA, for-loop on CPU)."""
-    from maelab.train import param_groups
+    from maelab.optim import param_groups
 
     return torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
@@ -204,11 +146,11 @@ def infer_flops_per_image(c: Contender, imgs: Batch) -> float:
 
 def time_steps(step: Callable[[Batch], None], imgs: Batch, n: int, device: torch.device) -> float:
     """Seconds for ``n`` calls of ``step(imgs)``, one device sync at the end only."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(n):
         step(imgs)
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 

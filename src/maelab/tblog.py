@@ -49,7 +49,7 @@ class TensorBoardLogger:
         self.writer = _summary_writer(self.log_dir, purge_step or None)  # first: fail early without tensorboard
 
         from maelab.data import load_split
-        from maelab.reconstruction import fixed_noise
+        from maelab.eval.reconstruction import fixed_noise
         from maelab.visualize import choose_images
 
         self.cfg = cfg

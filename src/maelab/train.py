@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import resource
 import signal
 import sys
 import time
@@ -28,9 +27,9 @@ from maelab.config import Config, ConfigError, config_from_dict, validate
 from maelab.data import DataError, class_balanced_subset, load_split
 from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
 from maelab.methods import get_method
+from maelab.optim import lr_schedule, param_groups
+from maelab.runtime import autocast, peak_memory_mb, resolve_device, resolve_precision
 from maelab.tblog import TensorBoardLogger
-
-NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "decoder_pos_embed")
 
 
 class TrainingError(RuntimeError):
@@ -38,59 +37,6 @@ class TrainingError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ setup helpers
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; errors name the option."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {name!r}: {e}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). ``auto`` is bf16 on CUDA and fp32 on CPU.
-
-    On CPUs bf16 is only fast with native bf16 matrix units (AVX-512 BF16 / AMX); without them
-    PyTorch emulates it and a step is slower than fp32 by orders of magnitude.
-    """
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for the device, or a no-op for fp32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only (not biases, norms, tokens, positional embeddings)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_schedule(peak_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> torch.Tensor:
-    """Per-optimizer-step learning rates (total_steps,): linear warm-up, then cosine to ``min_lr``."""
-    steps = torch.arange(total_steps, dtype=torch.float64)
-    warm = peak_lr * (steps + 1) / max(warmup_steps, 1)
-    progress = (steps - warmup_steps) / max(total_steps - warmup_steps, 1)
-    cosine = min_lr + (peak_lr - min_lr) * 0.5 * (1 + torch.cos(math.pi * progress))
-    return torch.where(steps < warmup_steps, warm, cosine)
-
-
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits cleanly."""
 
@@ -113,12 +59,6 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _rng_state(device: torch.device, perm_state: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -421,7 +361,7 @@ def _write_summary(
         "final_loss": records[-1]["loss"] if records else None,
         "first_loss": records[0]["loss"] if records else None,
         "median_img_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None,
-        "peak_memory_mb": round(_peak_memory_mb(device), 1), "device": str(device),
+        "peak_memory_mb": round(peak_memory_mb(device), 1), "device": str(device),
         "precision": "fp32" if amp_dtype is None else "bf16", "torch": torch.__version__,
         "python": sys.version.split()[0], "finished_at": datetime.now().isoformat(timespec="seconds"),
     }  # fmt: skip

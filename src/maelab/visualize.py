@@ -2,7 +2,7 @@
 reconstruction with the visible patches pasted back.
 
 Images and masks are chosen by a seed (images by a seeded permutation of the test split, masks by
-row ``i`` of :func:`maelab.reconstruction.fixed_noise` for image ``i``), so figures of different
+row ``i`` of :func:`maelab.eval.reconstruction.fixed_noise` for image ``i``), so figures of different
 runs with the same seed show the same images under the same masks.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+from maelab.eval.reconstruction import fixed_noise, reconstruct
 from maelab.models.mae import MAE
-from maelab.reconstruction import fixed_noise, reconstruct
 
 # Masked patches in the masked-input panel are painted this grey (in [0, 1] pixels).
 GREY = 0.5
@@ -94,10 +94,10 @@ def reconstruct_run(
     of ``seed``; writes ``RUN/eval/reconstruction_mr<R>_seed<S>.{json,md}`` and returns the result."""
     from maelab.config import ConfigError
     from maelab.data import load_split
-    from maelab.eval_report import markdown_table, write_eval_report
+    from maelab.eval.reconstruction import balanced_indices, evaluate_reconstruction
+    from maelab.eval.results import markdown_table, write_eval_report
     from maelab.methods import load_model
-    from maelab.reconstruction import balanced_indices, evaluate_reconstruction
-    from maelab.train import resolve_device
+    from maelab.runtime import resolve_device
 
     start = time.perf_counter()
     dev = resolve_device(device)

@@ -11,7 +11,7 @@ pretraining resumes from its checkpoint):
    first epoch is cut by steps);
 3. evaluation of every encoder and the random-init baseline: weighted k-NN and linear probe on
    frozen features (CLS and mean pooling), and fine-tuning (``finetune_epochs`` > 0);
-4. the report (:mod:`maelab.compare_report`): summary.md, summary.csv, plots.
+4. the report (:mod:`maelab.experiments.compare_report`): summary.md, summary.csv, plots.
 
 Each method uses its paper's optimizer recipe (DINO: :data:`DINO_RECIPE`); everything else (encoder,
 data, epochs, batch, warm-up, seed) is shared. Pretraining runs in a child process by default so
@@ -201,7 +201,7 @@ def _train_record(run: Path, cfg: Config) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ evaluation
 def _eval_data(cfg: Config, opts: CompareOptions) -> Any:
-    from maelab.evaluate import load_eval_data
+    from maelab.eval.frozen import load_eval_data
 
     return load_eval_data(cfg.data.data_dir or None, cfg, opts.eval_subset, opts.eval_test_subset)
 
@@ -224,8 +224,8 @@ def teacher_collapse_stats(run: Path, images: torch.Tensor, device: torch.device
 
 
 def _trajectory_point(run: Path, method: str, data: Any, device: torch.device) -> dict[str, Any]:
-    from maelab.evaluate import evaluate_knn
-    from maelab.features import run_encoder
+    from maelab.eval.features import run_encoder
+    from maelab.eval.frozen import evaluate_knn
 
     meta = ckpt.load_meta(ckpt.latest_checkpoint(run))
     encoder, _ = run_encoder(run)
@@ -290,9 +290,9 @@ def _frozen_evaluations(
     stages: Stages, encoders: dict[str, Path], base: Config, opts: CompareOptions, data: Any, device: torch.device
 ) -> dict[str, Any]:
     """k-NN and linear-probe rows {label: {pooling: accuracy}} of every encoder and the random init."""
-    from maelab.evaluate import evaluate_knn, evaluate_linear
-    from maelab.features import random_init_encoder, run_encoder
-    from maelab.linear_probe import ProbeConfig
+    from maelab.eval.features import random_init_encoder, run_encoder
+    from maelab.eval.frozen import evaluate_knn, evaluate_linear
+    from maelab.eval.linear_probe import ProbeConfig
 
     if (done := stages.get("frozen")) is not None:
         return done
@@ -319,7 +319,7 @@ def _finetune_all(
 ) -> dict[str, Any]:
     """Fine-tuning test top-1 of every encoder and of the identical recipe from random init."""
     from maelab.data import class_balanced_subset, load_split
-    from maelab.finetune import FinetuneConfig, finetune
+    from maelab.eval.finetune import FinetuneConfig, finetune
     from maelab.methods import load_model
 
     d = base.data
@@ -347,8 +347,8 @@ def run_compare(base: Config, opts: CompareOptions, out: str | Path, command: st
     Returns the results directory, holding summary.md, summary.csv, metrics.json, plots/*.png and
     runs/<name>/ (the pretraining runs).
     """
-    from maelab.compare_report import write_results
-    from maelab.train import resolve_device
+    from maelab.experiments.compare_report import write_results
+    from maelab.runtime import resolve_device
 
     opts.validate()
     validate(base)

@@ -288,7 +288,7 @@ def _pretrain_process(run: Path, cfg: Config | None, stop_after_steps: int | Non
         "config": cfg.to_dict() if cfg is not None else None, "resume": None if cfg is not None else str(run),
         "stop_after_steps": stop_after_steps,
     }  # fmt: skip
-    code = "import sys; from maelab.sweep import pretrain_child; sys.exit(pretrain_child(sys.argv[1]))"
+    code = "import sys; from maelab.experiments.sweep import pretrain_child; sys.exit(pretrain_child(sys.argv[1]))"
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)])
     try:
         rc = proc.wait()
@@ -433,9 +433,9 @@ def ensure_budget_checkpoint(plan: SweepPlan, ratio: float, budget_seconds: floa
 # ------------------------------------------------------------------------------------ evaluation
 def _frozen_evals(plan: SweepPlan, out: Path, make_encoder: Callable[[], Any], data: Any) -> dict[str, Any]:
     """k-NN and linear probe of ``make_encoder()`` into ``out/{knn,linear}.{json,md}`` (read back if there)."""
-    from maelab.evaluate import evaluate_knn, evaluate_linear, knn_markdown, linear_markdown, write_report
-    from maelab.linear_probe import ProbeConfig
-    from maelab.train import resolve_device
+    from maelab.eval.frozen import evaluate_knn, evaluate_linear, knn_markdown, linear_markdown, write_report
+    from maelab.eval.linear_probe import ProbeConfig
+    from maelab.runtime import resolve_device
 
     ev, device, progress = plan.eval, resolve_device(plan.base.train.device), not plan.base.train.quiet
     result: dict[str, Any] = {}
@@ -463,8 +463,8 @@ def evaluate_point(plan: SweepPlan, name: str, source: Path, data: Any, ratios: 
     Results go to ``OUT/evals/<name>/``, figures to ``OUT/figures/reconstruction_<name>[_at_mr<R>].png``
     (the first ratio is the model's own); an evaluation whose file exists is read back, not redone.
     """
-    from maelab.features import run_encoder
-    from maelab.train import resolve_device
+    from maelab.eval.features import run_encoder
+    from maelab.runtime import resolve_device
     from maelab.visualize import reconstruct_run
 
     ev, out = plan.eval, plan.out / "evals" / name
@@ -486,7 +486,7 @@ def evaluate_point(plan: SweepPlan, name: str, source: Path, data: Any, ratios: 
 def evaluate_random_init(plan: SweepPlan, data: Any) -> dict[str, Any]:
     """k-NN and linear probe of the swept architecture at random init (seeded with the pretraining seed);
     the mask ratio does not change the encoder, so one baseline serves every ratio."""
-    from maelab.features import random_init_encoder
+    from maelab.eval.features import random_init_encoder
 
     make = lambda: random_init_encoder(plan.base, plan.base.train.seed)  # noqa: E731
     return _frozen_evals(plan, plan.out / "evals" / "random-init", make, data)
@@ -498,8 +498,8 @@ def run_sweep(plan: SweepPlan, command: str = "") -> Path:
 
     The budget ratio trains first: its measured training time is the budget of the others.
     """
-    from maelab.evaluate import load_eval_data
-    from maelab.sweep_report import write_results
+    from maelab.eval.frozen import load_eval_data
+    from maelab.experiments.sweep_report import write_results
 
     check_plan(plan)
     ev = plan.eval

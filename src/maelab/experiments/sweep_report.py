@@ -11,56 +11,14 @@ import csv
 import io
 import json
 import math
-import os
-import platform
-import subprocess
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from maelab.checkpoint import atomic_write_text
-from maelab.sweep import SweepPlan, images_per_step, read_records, run_name, training_seconds
+from maelab.experiments.sweep import SweepPlan, images_per_step, read_records, run_name, training_seconds
+from maelab.runtime import environment
 
 VIEWS = ("equal epochs", "equal time")
-
-
-# ------------------------------------------------------------------------------------ environment
-def _lscpu() -> dict[str, str]:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
-
-
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Date, git commit, torch / Python versions, CPU (lscpu model name, cores) and GPU of this machine."""
-    cpu = _lscpu()
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    env = {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "git_commit": (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown",
-        "torch": torch.__version__, "python": platform.python_version(),
-        "cpu_model": cpu.get("Model name", platform.processor() or "unknown"),
-        "cpu_cores": int(cpu.get("CPU(s)", os.cpu_count() or 0)), "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }  # fmt: skip
-    if device.startswith("cuda") and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
 
 
 # ------------------------------------------------------------------------------------ collecting
@@ -408,7 +366,7 @@ def summary_markdown(
     stats: dict[float, dict[str, Any]], evals: dict[str, dict[str, Any]], budget_s: float | None,
 ) -> str:  # fmt: skip
     """summary.md: the command, environment, settings, tables, findings and figures."""
-    from maelab.sweep import PRESETS, PROBE_FRACTION
+    from maelab.experiments.sweep import PRESETS, PROBE_FRACTION
 
     random_init = _random_init_metrics(evals)
     single = len(plan.ratios) == 1

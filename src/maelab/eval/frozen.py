@@ -17,7 +17,7 @@ import torch
 
 from maelab.config import Config, ConfigError
 from maelab.data import ImageData, class_balanced_subset, load_split
-from maelab.features import (
+from maelab.eval.features import (
     Encoder,
     FeatureSet,
     cached_features,
@@ -26,8 +26,8 @@ from maelab.features import (
     run_encoder,
     timm_encoder,
 )
-from maelab.knn import DEFAULT_TEMPERATURE, knn_accuracy
-from maelab.linear_probe import ProbeConfig, holdout_split, linear_probe
+from maelab.eval.knn import DEFAULT_TEMPERATURE, knn_accuracy
+from maelab.eval.linear_probe import ProbeConfig, holdout_split, linear_probe
 
 
 @dataclass
@@ -252,6 +252,6 @@ def linear_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], markdown: str, out_dir: str | Path, name: str) -> tuple[Path, Path]:
     """Write OUT/NAME.json and OUT/NAME.md atomically; returns both paths."""
-    from maelab.eval_report import write_json_and_markdown
+    from maelab.eval.results import write_json_and_markdown
 
     return write_json_and_markdown(out_dir, name, report, markdown)

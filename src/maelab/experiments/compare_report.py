@@ -279,7 +279,7 @@ def write_results(
     command: str = "", device: str = "cpu",
 ) -> None:  # fmt: skip
     """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages)."""
-    from maelab.sweep_report import environment
+    from maelab.runtime import environment
 
     env = environment(device)
     hw = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"

@@ -141,7 +141,7 @@ def _frozen_eval_setup(args: argparse.Namespace) -> tuple[list, Any, str]:
     """(encoders, data, output directory) of ``eval knn`` / ``eval linear``."""
     from pathlib import Path
 
-    from maelab.evaluate import build_encoders, load_eval_data
+    from maelab.eval.frozen import build_encoders, load_eval_data
 
     if args.backbone and not args.out:
         raise ConfigError("--backbone has no run directory to write into; pass --out DIR")
@@ -164,8 +164,8 @@ def _frozen_eval_setup(args: argparse.Namespace) -> tuple[list, Any, str]:
 
 
 def cmd_eval_knn(args: argparse.Namespace) -> int:
-    from maelab.evaluate import evaluate_knn, knn_markdown, write_report
-    from maelab.train import resolve_device
+    from maelab.eval.frozen import evaluate_knn, knn_markdown, write_report
+    from maelab.runtime import resolve_device
 
     if not args.k or min(args.k) < 1:
         raise ConfigError(f"--k values must be >= 1, got {args.k}")
@@ -198,9 +198,9 @@ def add_eval_knn_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval_linear(args: argparse.Namespace) -> int:
-    from maelab.evaluate import evaluate_linear, linear_markdown, write_report
-    from maelab.linear_probe import ProbeConfig
-    from maelab.train import resolve_device
+    from maelab.eval.frozen import evaluate_linear, linear_markdown, write_report
+    from maelab.eval.linear_probe import ProbeConfig
+    from maelab.runtime import resolve_device
 
     if args.epochs < 1 or args.probe_batch_size < 1:
         raise ConfigError(f"--epochs and --probe-batch-size must be >= 1, got {args.epochs}, {args.probe_batch_size}")
@@ -225,7 +225,7 @@ def cmd_eval_linear(args: argparse.Namespace) -> int:
 
 
 def add_eval_linear_parser(sub: argparse._SubParsersAction) -> None:
-    from maelab.linear_probe import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LRS
+    from maelab.eval.linear_probe import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LRS
 
     p = sub.add_parser(
         "linear",
@@ -252,7 +252,7 @@ def add_eval_linear_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval_finetune(args: argparse.Namespace) -> int:
-    from maelab.finetune import FinetuneConfig, finetune_run
+    from maelab.eval.finetune import FinetuneConfig, finetune_run
 
     ft = FinetuneConfig(**{k: getattr(args, k) for k in FinetuneConfig.__dataclass_fields__})
     result = finetune_run(
@@ -264,7 +264,7 @@ def cmd_eval_finetune(args: argparse.Namespace) -> int:
 
 
 def add_eval_finetune_parser(sub: argparse._SubParsersAction) -> None:
-    from maelab.finetune import FinetuneConfig
+    from maelab.eval.finetune import FinetuneConfig
 
     d = FinetuneConfig()
     p = sub.add_parser(
@@ -352,8 +352,8 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from maelab.bench import bench_maelab, hardware_line
-    from maelab.train import resolve_device
+    from maelab.bench import bench_maelab
+    from maelab.runtime import hardware_line, resolve_device
 
     if args.batch_size < 1 or args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --rounds and --steps must be >= 1 and --warmup >= 0")
@@ -451,7 +451,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from maelab.sweep import make_plan, run_sweep
+    from maelab.experiments.sweep import make_plan, run_sweep
 
     overrides = {
         key: value for key, value in (
@@ -472,7 +472,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
-    from maelab.sweep import PRESETS
+    from maelab.experiments.sweep import PRESETS
 
     p = sub.add_parser(
         "sweep",
@@ -504,7 +504,7 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from maelab.compare import CompareOptions, run_compare
+    from maelab.experiments.compare import CompareOptions, run_compare
 
     given = cli_values(args)
     if "method" in given["train"]:
@@ -528,7 +528,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    from maelab.compare import CompareOptions
+    from maelab.experiments.compare import CompareOptions
 
     d = CompareOptions()
     p = sub.add_parser(

@@ -28,7 +28,8 @@ from maelab.export import TIMM_MODEL_NAME, timm_kwargs
 from maelab.methods import build_mae
 from maelab.models.mae import MAE
 from maelab.models.vit import set_fused_attention
-from maelab.train import autocast, lr_schedule, resolve_device, resolve_precision
+from maelab.optim import lr_schedule
+from maelab.runtime import autocast, resolve_device, resolve_precision
 
 
 @dataclass
@@ -214,7 +215,7 @@ def finetune_run(
     test split, and unless ``baseline=False`` also run the identical recipe from scratch. Writes
     ``RUN/eval/finetune[_scratch].{json,md}`` and returns the result (with a markdown ``table``)."""
     from maelab.data import class_balanced_subset, load_split
-    from maelab.eval_report import markdown_table, write_eval_report
+    from maelab.eval.results import markdown_table, write_eval_report
     from maelab.methods import load_model
 
     ft.validate()

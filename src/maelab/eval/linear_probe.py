@@ -92,7 +92,7 @@ def _one_thread_if_small(device: torch.device, step_macs: int) -> Iterator[None]
 
 
 def _lr_factors(total_steps: int, warmup_fraction: float) -> torch.Tensor:
-    from maelab.train import lr_schedule
+    from maelab.optim import lr_schedule
 
     return lr_schedule(1.0, 0.0, total_steps, round(warmup_fraction * total_steps))
 

@@ -1,0 +1,1 @@
+"""Evaluation of frozen and fine-tuned encoders: features, k-NN, linear probe, fine-tuning, reconstruction."""

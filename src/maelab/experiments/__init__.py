@@ -1,0 +1,1 @@
+"""Experiments built from pretraining + evaluation: the mask-ratio sweep and MAE vs DINO."""
