@@ -1,0 +1,34 @@
+"""Every option dataclass of maelab and its validation, one module per group of commands.
+
+``maelab.config`` re-exports the names other layers use, so ``from maelab.config import Config``
+works wherever the dataclass lives.
+"""
+
+from maelab.config.core import (
+    ConfigError,
+    config_differences,
+    field_types,
+    load_toml,
+    opt,
+    update_section,
+)
+from maelab.config.pretrain import (
+    METHOD_TRAIN_DEFAULTS,
+    SECTIONS,
+    Config,
+    DataConfig,
+    DinoConfig,
+    ModelConfig,
+    TrainConfig,
+    config_dict_with_defaults,
+    config_from_dict,
+    dino_checks,
+    resolve_config,
+    validate,
+)
+
+__all__ = [
+    "METHOD_TRAIN_DEFAULTS", "SECTIONS", "Config", "ConfigError", "DataConfig", "DinoConfig", "ModelConfig",
+    "TrainConfig", "config_dict_with_defaults", "config_differences", "config_from_dict", "dino_checks",
+    "field_types", "load_toml", "opt", "resolve_config", "update_section", "validate",
+]  # fmt: skip

@@ -1,0 +1,92 @@
+"""Config machinery shared by every option dataclass: fields with help texts, strict coercion of
+values from files and flags, TOML loading, and readable differences between stored settings."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def opt(default: Any, help: str, flag: str | None = None) -> Any:
+    """A dataclass field with a help text (and optionally a CLI flag name other than the field's)."""
+    meta = {"help": help, "flag": flag}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it."""
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass."""
+    return get_type_hints(cls)
+
+
+def unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check/convert a value from a file to the field's type; the error names ``where``."""
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    # tuple[float, ...]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+        raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def update_section(section: Any, values: dict[str, Any], where: str) -> None:
+    """Set ``values`` on a config section, rejecting unknown keys and wrong types."""
+    types = field_types(type(section))
+    for key, value in values.items():
+        if key not in types:
+            raise unknown_key(key, list(types), where)
+        setattr(section, key, _coerce(value, types[key], f"{where}.{key}"))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from e
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Each leaf that differs between two nested dicts, as 'a.b: OLD before, NEW now'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += config_differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} before, {new!r} now"]
