@@ -1,0 +1,107 @@
+"""Paired statistics for "A beats B" on the same test images.
+
+Two encoders evaluated on the same images are not independent samples: most images are right (or
+wrong) for both, so the standard error of the difference is far below the sum of the two standard
+errors. Both tests here look only at the images on which the two disagree.
+
+- :func:`mcnemar`: exact two-sided McNemar test (a binomial test on the discordant images).
+- :func:`paired_bootstrap`: percentile interval of the accuracy difference, resampling images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A vs B on the same ``n`` images. Accuracies and the difference are in percentage points."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    difference: float  # accuracy_a - accuracy_b
+    ci_low: float  # 95% paired-bootstrap interval of the difference
+    ci_high: float
+    only_a_right: int  # discordant images: A right, B wrong
+    only_b_right: int
+    p_value: float  # exact two-sided McNemar
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        """Whether the difference is beyond noise at level ``alpha`` (McNemar) and the interval excludes 0."""
+        return self.p_value < alpha and (self.ci_low > 0 or self.ci_high < 0)
+
+    def verdict(self, name_a: str = "A", name_b: str = "B", alpha: float = 0.05) -> str:
+        """'A beats B' / 'B beats A' / 'tie' with the numbers that decide it."""
+        numbers = (
+            f"{self.difference:+.2f} points, 95% CI [{self.ci_low:+.2f}, {self.ci_high:+.2f}], McNemar p = "
+            f"{self.p_value:.3g}, n = {self.n}"
+        )
+        if not self.significant(alpha):
+            return f"tie: {name_a} vs {name_b} {numbers}"
+        winner, loser = (name_a, name_b) if self.difference > 0 else (name_b, name_a)
+        return f"{winner} beats {loser}: {name_a} - {name_b} {numbers}"
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _as_bool(correct: np.ndarray | list[bool], name: str) -> np.ndarray:
+    a = np.asarray(correct)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected one correct/incorrect flag per image (1-D), got shape {a.shape}")
+    return a.astype(bool)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
+    """Exact two-sided McNemar test. ``correct_*``: (N,) bool, one flag per image, same images.
+
+    Returns (only_a_right, only_b_right, p): under "no difference" each discordant image is A's or
+    B's with probability 1/2, so p = P(|Binomial(b + c, 1/2) - (b + c)/2| >= |b - (b + c)/2|).
+    """
+    a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"A and B must be scored on the same images: {a.shape} vs {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    if n == 0:
+        return only_a, only_b, 1.0
+    k = min(only_a, only_b)
+    # log P(X = i) for X ~ Binomial(n, 1/2), summed in log space so n = 10,000 does not overflow.
+    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return only_a, only_b, min(1.0, 2.0 * tail)
+
+
+def paired_bootstrap(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0, chunk: int = 250
+) -> tuple[float, float, float]:
+    """(difference, low, high) in percentage points: A's accuracy minus B's and its 95% percentile
+    interval from ``n_boot`` resamples of the images (the same resampled images for A and B)."""
+    a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"A and B must be scored on the same, non-empty set of images: {a.shape} vs {b.shape}")
+    diff = a.astype(np.float64) - b.astype(np.float64)  # per image: +1, 0 or -1
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, n_boot, chunk):  # chunks keep memory at chunk x N indices
+        idx = rng.integers(0, diff.size, size=(min(chunk, n_boot - start), diff.size))
+        means.append(diff[idx].mean(axis=1))
+    boot = np.concatenate(means) * 100
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(diff.mean() * 100), float(low), float(high)
+
+
+def compare_paired(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> PairedComparison:
+    """McNemar + paired bootstrap of two encoders' per-image correctness on the same test images."""
+    a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
+    only_a, only_b, p = mcnemar(a, b)
+    diff, low, high = paired_bootstrap(a, b, n_boot, seed)
+    return PairedComparison(
+        n=int(a.size), accuracy_a=float(a.mean() * 100), accuracy_b=float(b.mean() * 100), difference=diff,
+        ci_low=low, ci_high=high, only_a_right=only_a, only_b_right=only_b, p_value=p,
+    )  # fmt: skip

@@ -1,0 +1,54 @@
+"""Paired statistics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap
+
+
+def flags(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    a = [True] * both + [True] * only_a + [False] * only_b + [False] * neither
+    b = [True] * both + [False] * only_a + [True] * only_b + [False] * neither
+    return np.array(a), np.array(b)
+
+
+def test_mcnemar_exact_by_hand() -> None:
+    # 8 vs 2 discordant images: P(X <= 2 | n=10, 1/2) = (1 + 10 + 45) / 1024; two-sided doubles it.
+    a, b = flags(50, 8, 2, 40)
+    assert mcnemar(a, b) == (8, 2, pytest.approx(112 / 1024))
+    # 5 vs 0: 2 * (1/2)^5; symmetric in A and B.
+    a, b = flags(3, 0, 5, 1)
+    assert mcnemar(a, b) == (0, 5, pytest.approx(2 / 32))
+    assert mcnemar(b, a)[2] == pytest.approx(2 / 32)
+    # equal counts and no discordant images: p = 1
+    assert mcnemar(*flags(10, 3, 3, 0))[2] == 1.0
+    assert mcnemar(*flags(10, 0, 0, 5))[2] == 1.0
+
+
+def test_mcnemar_large_n_does_not_overflow() -> None:
+    a, b = flags(6000, 2100, 1900, 0)  # 10,000 images, 4,000 discordant
+    _, _, p = mcnemar(a, b)
+    # normal approximation: z = (2100 - 2000) / sqrt(4000 / 4) = 3.16 -> p ~ 0.0016
+    assert 0.0008 < p < 0.003
+
+
+def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
+    a, b = flags(600, 60, 40, 300)  # diff = 2 points; per-image sd of the difference sqrt(0.0996)
+    diff, low, high = paired_bootstrap(a, b, n_boot=4000, seed=1)
+    half = 1.96 * np.sqrt(0.0996 / 1000) * 100  # 1.956 points
+    assert diff == pytest.approx(2.0)
+    assert low == pytest.approx(2.0 - half, abs=0.3) and high == pytest.approx(2.0 + half, abs=0.3)
+
+
+def test_degenerate_cases_and_verdicts() -> None:
+    same = compare_paired(*flags(70, 0, 0, 30))
+    assert (same.difference, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert same.verdict("MAE", "random").startswith("tie")
+    better = compare_paired(*flags(500, 300, 100, 100))
+    assert better.significant() and better.verdict("MAE", "random").startswith("MAE beats random")
+    worse = compare_paired(*flags(500, 100, 300, 100))
+    assert worse.verdict("MAE", "random").startswith("random beats MAE")
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar(np.ones(3, bool), np.ones(4, bool))
