@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maelab.data import DataError, class_balanced_subset, load_split
+from maelab.data import DataError, ImageData, class_balanced_subset, load_split, split_holdout
 
 from .conftest import write_image_folder
 
@@ -166,3 +166,17 @@ def test_no_readable_images(tmp_path: Path) -> None:
     (d / "readme.txt").write_text("no images here")
     with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable images"):
         load_split(tmp_path / "n", "train", skip_bad_images=True)
+
+
+def test_holdout_is_class_balanced_disjoint_from_the_subset_and_from_the_end() -> None:
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])  # 5 images per class
+    data = ImageData(torch.arange(10).view(10, 1, 1, 1).to(torch.uint8), labels, ["a", "b"])
+    rest, held = split_holdout(data, 4)
+    assert held.images.flatten().tolist() == [6, 7, 8, 9]  # the last 2 of each class
+    assert rest.images.flatten().tolist() == [0, 1, 2, 3, 4, 5]
+    sub = class_balanced_subset(rest, 6)
+    assert not set(sub.images.flatten().tolist()) & set(held.images.flatten().tolist())
+    with pytest.raises(DataError, match="--holdout 12"):
+        split_holdout(data, 12)
+    with pytest.raises(DataError, match="--subset 1"):
+        class_balanced_subset(data, 1)

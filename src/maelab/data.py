@@ -309,17 +309,39 @@ def load_cifar10_batches(root: Path, split: str, download: bool = False) -> Imag
     return ImageData(torch.from_numpy(images), torch.from_numpy(labels), classes)
 
 
-def class_balanced_subset(data: ImageData, n: int) -> ImageData:
-    """The first ``n // num_classes`` images of each class (data order), so every seed sees the same subset."""
-    num_classes = len(data.classes)
+def class_balanced_indices(labels: torch.Tensor, num_classes: int, n: int, from_end: bool = False) -> torch.Tensor:
+    """Sorted indices (n // num_classes * num_classes,) of the first (or last) ``n // num_classes``
+    images of each class in data order; raises when a class has fewer. The one class-balanced pick."""
     per_class = n // num_classes
     if per_class < 1:
-        raise DataError(f"--subset {n} is smaller than the number of classes ({num_classes})")
+        raise DataError(f"{n} images cannot be class-balanced over {num_classes} classes")
     idx = []
     for c in range(num_classes):
-        members = torch.nonzero(data.labels == c).flatten()
+        members = torch.nonzero(labels == c).flatten()
         if len(members) < per_class:
-            raise DataError(f"--subset {n}: class {data.classes[c]!r} has only {len(members)} images")
-        idx.append(members[:per_class])
-    keep = torch.cat(idx).sort().values
+            raise DataError(f"{n} class-balanced images need {per_class} of class {c}, which has only {len(members)}")
+        idx.append(members[-per_class:] if from_end else members[:per_class])
+    return torch.cat(idx).sort().values
+
+
+def class_balanced_subset(data: ImageData, n: int) -> ImageData:
+    """The first ``n // num_classes`` images of each class (data order), so every seed sees the same subset."""
+    try:
+        keep = class_balanced_indices(data.labels, len(data.classes), n)
+    except DataError as e:
+        raise DataError(f"--subset {n}: {e}") from e
     return ImageData(data.images[keep], data.labels[keep], data.classes)
+
+
+def split_holdout(data: ImageData, holdout: int) -> tuple[ImageData, ImageData]:
+    """(rest, held_out): the LAST ``holdout // num_classes`` images of each class are held out as a
+    validation split of the training set, so a class-balanced ``--subset`` (the first images of each
+    class) never overlaps it while subset + holdout fit in the class."""
+    try:
+        held = class_balanced_indices(data.labels, len(data.classes), holdout, from_end=True)
+    except DataError as e:
+        raise DataError(f"--holdout {holdout}: {e}") from e
+    keep = torch.ones(len(data), dtype=torch.bool)
+    keep[held] = False
+    rest = ImageData(data.images[keep], data.labels[keep], data.classes)
+    return rest, ImageData(data.images[held], data.labels[held], data.classes)
