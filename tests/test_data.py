@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from maelab.data import DataError, ImageData, class_balanced_subset, load_split, split_holdout
+from maelab.config import DataConfig
+from maelab.data import DataError, ImageData, class_balanced_subset, load_data, load_split, split_holdout
 
 from .conftest import write_image_folder
 
@@ -180,3 +181,15 @@ def test_holdout_is_class_balanced_disjoint_from_the_subset_and_from_the_end() -
         split_holdout(data, 12)
     with pytest.raises(DataError, match="--subset 1"):
         class_balanced_subset(data, 1)
+
+
+def test_load_data_train_val_test_from_the_data_options(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "f", per_class=6, size=8)
+    d = DataConfig(data_dir=str(root), holdout=4, subset=6)
+    train, val, test = (load_data(d, s, 8) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (6, 4, 12)
+    pixels = {tuple(x.flatten().tolist()) for x in train.images}
+    assert not pixels & {tuple(x.flatten().tolist()) for x in val.images}  # never pretrained on
+    assert len(load_data(d, "train", 8, subset=0)) == 8  # all but the held-out images
+    with pytest.raises(DataError, match="--holdout 0"):
+        load_data(DataConfig(data_dir=str(root)), "val", 8)

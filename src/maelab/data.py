@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from maelab.config import DataConfig
+
 CACHE_VERSION = 1
 
 
@@ -345,3 +347,25 @@ def split_holdout(data: ImageData, holdout: int) -> tuple[ImageData, ImageData]:
     keep[held] = False
     rest = ImageData(data.images[keep], data.labels[keep], data.classes)
     return rest, ImageData(data.images[held], data.labels[held], data.classes)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_data(d: DataConfig, split: str, img_size: int, subset: int | None = None) -> ImageData:
+    """A split as the data options describe it. ``train``: the training images minus the held-out ones
+    (``d.holdout``), then a class-balanced ``subset`` (default ``d.subset``; 0 = all); ``val``: the
+    held-out training images; ``test``: the test images (``subset`` applies too)."""
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "val" and d.holdout <= 0:
+        raise DataError("--split val scores on the held-out training images, but this run has --holdout 0")
+    data = load_split(
+        d.data_dir or None, "test" if split == "test" else "train", d.dataset, img_size, d.resize, d.skip_bad_images,
+        d.download,
+    )  # fmt: skip
+    if split != "test" and d.holdout:
+        rest, held = split_holdout(data, d.holdout)
+        data = held if split == "val" else rest
+    n = (d.subset if split == "train" else 0) if subset is None else subset
+    return class_balanced_subset(data, n) if n else data

@@ -41,6 +41,10 @@ class DataConfig:
     data_dir: str = opt("", "data root: ROOT/{train,test}/<class>/* or cifar-10-batches-py (default: $MAELAB_DATA)")
     dataset: str = opt("auto", "data layout: auto, folder (ImageFolder) or cifar10 (python batches)")
     subset: int = opt(0, "use a class-balanced subset of this many training images (0 = all)")
+    holdout: int = opt(
+        0, "hold out this many class-balanced training images (the last of each class) as a validation split: "
+        "never pretrained on; evaluations score on them with --split val (0 = none)",
+    )  # fmt: skip
     download: bool = opt(False, "download CIFAR-10 through torchvision when --dataset cifar10 is missing")
     skip_bad_images: bool = opt(False, "skip unreadable images with a warning instead of stopping")
     resize: bool = opt(False, "resize images whose size differs from the first image instead of stopping")
@@ -184,6 +188,7 @@ def validate(cfg: Config) -> None:
         (m.pos_embed in ("sincos", "learned"), f"--pos-embed must be sincos or learned, got {m.pos_embed!r}"),
         (d.dataset in ("auto", "folder", "cifar10"), f"--dataset must be auto, folder or cifar10, got {d.dataset!r}"),
         (d.subset >= 0, f"--subset must be >= 0, got {d.subset}"),
+        (d.holdout >= 0, f"--holdout must be >= 0, got {d.holdout}"),
         (0.0 < d.crop_min_scale <= 1.0, f"--crop-min-scale must be in (0, 1], got {d.crop_min_scale}"),
         (len(d.mean) == m.in_channels and len(d.std) == m.in_channels and min(d.std) > 0,
          f"--mean/--std need {m.in_channels} values (std > 0), got {d.mean} / {d.std}"),
