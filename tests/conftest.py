@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny models and configs, a tiny image folder, the real CIFAR-10 when available."""
+"""Shared fixtures: tiny models and configs, tiny image folders and the tiny runs trained on them, the real
+CIFAR-10 when available. Every test that trains a tiny run builds it here (``tiny_config``, ``train_tiny_run``,
+the ``tiny_run`` fixture)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ if os.environ.get("MAELAB_DATA"):
 TINY_MODEL = dict(
     embed_dim=32, encoder_depth=1, encoder_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_heads=2
 )
+# The DINO head and crops of tiny DINO runs (the encoder is TINY_MODEL's).
+TINY_DINO = dict(out_dim=64, head_hidden_dim=32, bottleneck_dim=16, local_crops=2)
 
 
 @pytest.fixture
@@ -59,12 +63,40 @@ def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "folder")
 
 
-def tiny_config(data_dir: Path, out: Path, **train: object) -> Config:
-    """A tiny MAE on 32x32 CIFAR-10 that trains in seconds on a CPU."""
+def tiny_config(
+    data_dir: Path, out: Path, *, subset: int = 500, dino: dict[str, object] | None = None, **train: object
+) -> Config:
+    """A tiny model (``TINY_MODEL``) on 32x32 images that trains in seconds on a CPU.
+
+    ``subset`` 500 suits CIFAR-10; pass 0 for a small folder. ``train`` overrides the train section
+    (``method="dino"`` gets the ``TINY_DINO`` head, updated by ``dino``).
+    """
     train_values = dict(epochs=2, batch_size=50, warmup_epochs=0.5, log_every=1, quiet=True, out=str(out), seed=0)
     train_values.update(train)
-    return resolve_config(
-        None,
-        {"model": dict(TINY_MODEL), "data": {"data_dir": str(data_dir), "subset": 500}, "train": train_values},
-        "test",
-    )
+    values = {"model": dict(TINY_MODEL), "data": {"data_dir": str(data_dir), "subset": subset}, "train": train_values}
+    if train_values.get("method") == "dino":
+        values["dino"] = {**TINY_DINO, **(dino or {})}
+    return resolve_config(None, values, "test")
+
+
+def train_tiny_run(
+    root: Path, method: str = "mae", per_class: int = 6, stop_after_steps: int | None = None, **train: object
+) -> Path:
+    """Pretrain a tiny run (default ROOT/run) on the CPU, on a 2-class folder of random 32x32 images at
+    ROOT/data (written once, ``per_class`` images per class and split): 1 epoch of batch 4, no warm-up,
+    so ``per_class=6`` gives 3 steps an epoch. ``train`` overrides the train section (``out`` included)."""
+    from maelab.train import pretrain
+
+    data = root / "data"
+    if not data.is_dir():
+        write_image_folder(data, per_class=per_class, size=32)
+    values: dict[str, object] = dict(method=method, epochs=1, batch_size=4, warmup_epochs=0, device="cpu")
+    values.update(train)
+    out = Path(str(values.pop("out", root / "run")))
+    return pretrain(tiny_config(data, out, subset=0, **values), stop_after_steps=stop_after_steps)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step tiny MAE run (:func:`train_tiny_run`), one per test module."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))

@@ -126,3 +126,63 @@ def test_cli_bench_prints_a_line_per_mask_ratio(capsys, monkeypatch):
     out = capsys.readouterr().out.splitlines()
     assert "torch" in out[0]
     assert "mask 0.50" in out[1] and "mask 0.90" in out[2] and "5.0 GFLOP/s" in out[1]
+
+
+# ------------------------------------------------------------------------------------ GEMM peak (issue 14)
+@pytest.fixture
+def fake_gemm(monkeypatch):
+    """matmul_gflops -> 100 (fp32) / 300 (bf16) GFLOP/s, recording the sizes it was asked for."""
+    sizes: list[tuple[torch.dtype, int]] = []
+
+    def fake(dtype, device, size=512, seconds=0.3):
+        sizes.append((dtype, size))
+        return 300.0 if dtype == torch.bfloat16 else 100.0
+
+    monkeypatch.setattr(bench, "matmul_gflops", fake)
+    bench.gemm_peaks.cache_clear()
+    yield sizes
+    bench.gemm_peaks.cache_clear()
+
+
+def test_gemm_peaks_skip_emulated_bf16(fake_gemm, monkeypatch):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: False)
+    assert bench.gemm_peaks("cpu") == {"fp32": 100.0, "bf16": None}
+    assert fake_gemm == [(torch.float32, 2048)]  # a large GEMM; emulated bf16 at that size would take minutes
+    assert bench.gemm_peaks("cpu", bf16=True)["bf16"] == 300.0 and fake_gemm[-1] == (torch.bfloat16, 512)
+    assert "bf16 emulated (not measured)" in bench.gemm_peak_text({"fp32": 100.0, "bf16": None}, native_bf16=False)
+
+
+def test_gemm_peaks_measure_native_bf16_once(fake_gemm, monkeypatch):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: True)
+    assert bench.gemm_peaks("cpu") == {"fp32": 100.0, "bf16": 300.0}
+    bench.gemm_peaks("cpu")
+    assert fake_gemm == [(torch.float32, 2048), (torch.bfloat16, 2048)]  # cached for the next mask ratio
+    assert bench.gemm_peak_text(bench.gemm_peaks("cpu")) == "GEMM peak fp32 100 GFLOP/s, bf16 300 GFLOP/s"
+
+
+def test_bench_line_gives_the_share_of_the_peak_in_the_runs_precision():
+    args = ("maelab", "fp32", 8, 0.75, 1, 10.0, 20.0, 0.5, 0.2, 100.0)  # train 5 GFLOP/s, infer 4 GFLOP/s
+    r = bench.BenchResult(*args, "forced", {"fp32": 50.0, "bf16": 500.0})
+    assert r.share_of_peak("train") == pytest.approx(0.1) and r.share_of_peak("infer") == pytest.approx(0.08)
+    assert r.line().startswith(bench.BenchResult(*args).line())  # the old line, then the share
+    assert r.line().endswith("| 10% train, 8% infer of the fp32 GEMM peak (50 GFLOP/s)")
+    bf16 = bench.BenchResult("maelab", "bf16", *args[2:], "auto", {"fp32": 50.0, "bf16": 500.0})
+    assert "1% train, 1% infer of the bf16 GEMM peak (500 GFLOP/s)" in bf16.line()
+    emulated = bench.BenchResult("maelab", "bf16", *args[2:], "forced", {"fp32": 50.0, "bf16": None})
+    assert emulated.share_of_peak("train") is None and "not measured" in emulated.line()
+
+
+def test_bench_maelab_reports_precision_and_peak(fake_gemm, monkeypatch, one_thread):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: False)
+    r = bench.bench_maelab("ref", batch_size=2, precision="fp32", device="cpu", rounds=1, steps=1, warmup=0)
+    assert r.precision == "fp32" and r.precision_reason == "forced by --precision fp32"
+    assert r.gemm_peak_gflops == {"fp32": 100.0, "bf16": None}
+    assert r.share_of_peak("train") == pytest.approx(r.train_img_s * r.train_gflop_per_img / 100.0)
+
+
+def test_maelab_contender_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    c = bench.maelab_contender("ref", device="cpu")
+    assert c.precision == "bf16" and c.precision_reason.startswith("auto: CPU has native bf16")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert bench.maelab_contender("ref", device="cpu").precision == "fp32"

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from maelab.cli import main
-from maelab.config import resolve_config
-from maelab.experiments import compare
-from maelab.experiments.compare import CompareOptions, run_compare, time_budget_epochs
-from maelab.experiments.compare_report import two_se, versus
+from maelab.config import METHOD_TRAIN_DEFAULTS, CompareOptions, ConfigError, method_config, resolve_config
+from maelab.eval.results import two_se, versus
+from maelab.experiments import child
+from maelab.experiments.compare import run_compare
+from maelab.experiments.compare_plan import check_steps, time_budget_epochs
 
 from .conftest import TINY_MODEL, write_image_folder
 
@@ -31,6 +32,21 @@ def test_differences_within_two_standard_errors_are_not_wins() -> None:
     assert versus("A", 55.0, "B", 50.0, 100)[0] is None
     winner, text = versus("A", 55.0, "B", 50.0, 100_000)
     assert winner == "A" and "better by 5.0" in text
+
+
+def test_check_steps_are_evenly_spaced_and_end_at_the_last_step() -> None:
+    assert check_steps(10, 4) == [2, 5, 8, 10]
+    assert check_steps(3, 4) == [1, 2, 3]
+    assert check_steps(10, 0) == [10]
+
+
+def test_each_method_gets_its_recipe_and_keeps_the_rest() -> None:
+    base = resolve_config(None, {"train": {"blr": 1e-3, "epochs": 3}, "model": {"embed_dim": 64}}, "test")
+    mae, dino = method_config(base, "mae", "runs/m"), method_config(base, "dino", "runs/d", epochs=2)
+    assert (mae.train.method, mae.train.out, mae.train.blr, mae.train.epochs) == ("mae", "runs/m", 1e-3, 3)
+    assert (dino.train.method, dino.train.epochs, dino.model.embed_dim) == ("dino", 2, 64)
+    assert {k: getattr(dino.train, k) for k in METHOD_TRAIN_DEFAULTS["dino"]} == METHOD_TRAIN_DEFAULTS["dino"]
+    assert base.train.method == "mae" and base.train.out == ""  # the base is not changed
 
 
 def test_compare_rejects_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,7 +89,7 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(compare, "_pretrain", fail)
+    monkeypatch.setattr(child, "train_until", fail)
     monkeypatch.setattr("maelab.eval.finetune.finetune", fail)
     (out / "summary.md").unlink()
     run_compare(cfg, opts, out)
@@ -81,10 +97,10 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert (out / "summary.md").read_text().endswith(body)
     # A metrics.json written before an option existed resumes: the option takes its default.
     stored = json.loads((out / "metrics.json").read_text())
-    del stored["settings"]["config"]["train"]["weight_decay_end"], stored["settings"]["options"]["finetune_batch_size"]
+    del stored["settings"]["config"]["train"]["weight_decay_end"], stored["settings"]["options"]["equal_time"]
     (out / "metrics.json").write_text(json.dumps(stored))
     run_compare(cfg, opts, out)
     assert (out / "summary.md").read_text().endswith(body)
     # Other settings are refused, and the error names what differs.
-    with pytest.raises(compare.ConfigError, match=r"other settings \(options.linear_epochs: \d+ before, 3 now"):
+    with pytest.raises(ConfigError, match=r"other settings \(options.linear_epochs: \d+ before, 3 now"):
         run_compare(cfg, CompareOptions(**{**opts.__dict__, "linear_epochs": 3}), out)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from maelab.cli import build_parser, main
-from maelab.config import ConfigError, load_toml, resolve_config
+from maelab.cli.flags import add_dataclass_flags, given_values, options_from_args
+from maelab.config import (
+    ConfigError,
+    FinetuneConfig,
+    FinetuneOptions,
+    KnnOptions,
+    LinearOptions,
+    ProbeConfig,
+    ReconstructOptions,
+    load_toml,
+    opt,
+    resolve_config,
+)
 
 
 def test_preset_file_and_flags_precedence(tmp_path: Path) -> None:
@@ -76,7 +90,9 @@ def test_batch_larger_than_data(tmp_path: Path, image_folder: Path, capsys: pyte
     rc = main(["pretrain", "--data-dir", str(image_folder), "--img-size", "8", "--patch-size", "4",
                "--batch-size", "4", "--accum-steps", "10", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
     assert rc == 2
-    assert "--accum-steps 10 = 40 images per optimizer step, but the training set has only 12" in capsys.readouterr().err
+    assert (
+        "--accum-steps 10 = 40 images per optimizer step, but the training set has only 12" in capsys.readouterr().err
+    )
 
 
 def test_pretrain_and_resume_from_cli(tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,3 +105,127 @@ def test_pretrain_and_resume_from_cli(tmp_path: Path, image_folder: Path, capsys
     assert "--resume" in capsys.readouterr().err
     assert main(["pretrain", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000006"
+
+
+# ------------------------------------------------------------------------------------ generated flags
+def _subparsers(parser: argparse.ArgumentParser, name: str = "maelab") -> list[tuple[str, argparse.ArgumentParser]]:
+    """(command name, parser) of every command and subcommand below ``parser``."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                out += [(f"{name} {sub_name}", sub), *_subparsers(sub, f"{name} {sub_name}")]
+    return out
+
+
+def test_every_flag_of_every_command_shows_its_default() -> None:
+    commands = _subparsers(build_parser())
+    names = {name for name, _ in commands}
+    assert {"maelab pretrain", "maelab eval knn", "maelab eval linear", "maelab eval finetune", "maelab reconstruct",
+            "maelab bench", "maelab export", "maelab report", "maelab sweep", "maelab compare"} <= names  # fmt: skip
+    for name, parser in commands:
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # `maelab eval` only dispatches
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and "(default:" in action.help, f"{name} {action.option_strings[0]}: {action.help!r}"
+            assert action.option_strings[0] in text
+
+
+def test_shared_flags_are_declared_once() -> None:
+    """--data-dir / --device / --precision come from one field helper: the same help everywhere."""
+    helps: dict[str, set[str]] = {}
+    for _, parser in _subparsers(build_parser()):
+        for action in parser._actions:
+            for flag in set(action.option_strings) & {"--device", "--precision"}:
+                helps.setdefault(flag, set()).add(action.help or "")
+    assert len(helps["--device"]) == 1 and len(helps["--precision"]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["eval", "knn", "RUN", "--k", "0"], "--k"),
+        (["eval", "knn", "RUN", "--temperature", "0"], "--temperature"),
+        (["eval", "knn", "RUN", "--batch-size", "0"], "--batch-size"),
+        (["eval", "knn", "RUN", "--backbone-arg", "novalue"], "--backbone-arg"),
+        (["eval", "knn", "--backbone", "timm:vit_tiny_patch16_224"], "--backbone"),
+        (["eval", "knn", "RUN", "--weights", "w.pth"], "--weights"),
+        (["eval", "linear", "RUN", "--lrs", "0.1", "-1"], "--lrs"),
+        (["eval", "linear", "RUN", "--val-fraction", "1.5"], "--val-fraction"),
+        (["eval", "linear", "RUN", "--probe-batch-size", "0"], "--probe-batch-size"),
+        (["eval", "finetune", "RUN", "--layer-decay", "2"], "--layer-decay"),
+        (["eval", "finetune", "RUN", "--epochs", "0"], "--epochs"),
+        (["reconstruct", "RUN", "--n", "0"], "--n"),
+        (["reconstruct", "RUN", "--mask-ratio", "1"], "--mask-ratio"),
+        (["bench", "--mask-ratio", "0.5", "1.0"], "--mask-ratio"),
+        (["bench", "--model", "vit-huge"], "--model"),
+        (["bench", "--rounds", "0"], "--rounds"),
+    ],
+)
+def test_a_bad_value_names_its_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2  # rejected before any run, data or model is loaded
+    err = capsys.readouterr().err
+    assert err.startswith(f"maelab {argv[0]}: error: ") and flag in err, err
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["eval", "knn", "RUN", "--k", "ten"], "--k"),
+        (["eval", "linear", "RUN", "--epochs", "1.5"], "--epochs"),
+        (["eval", "knn", "RUN", "--pooling", "max"], "--pooling"),
+        (["reconstruct", "RUN", "--precision", "fp16"], "--precision"),
+        (["bench", "--attention", "flash"], "--attention"),
+        (["export", "RUN", "--format", "onnx"], "--format"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_flag(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_options_hold_defaults_and_only_the_flags_given() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["eval", "linear", "RUN", "--epochs", "3", "--lrs", "0.1", "1", "--no-baseline",
+                              "--backbone-arg", "a=1", "--backbone-arg", "b=x"])  # fmt: skip
+    assert given_values(args, "opts") == {"baseline": False, "backbone_arg": ("a=1", "b=x")}
+    opts = options_from_args(LinearOptions, args, "opts", run=args.run)
+    assert opts.run == "RUN" and opts.baseline is False and opts.cache is True and opts.pooling == ("cls",)
+    assert opts.probe == ProbeConfig(lrs=(0.1, 1.0), epochs=3)
+    assert opts.backbone_kwargs() == {"a": 1, "b": "x"}
+    knn = options_from_args(KnnOptions, parser.parse_args(["eval", "knn", "R", "--k", "3", "7"]), "opts")
+    assert knn.k == (3, 7) and knn.temperature == 0.07 and knn.precision == "auto"
+    recon = options_from_args(ReconstructOptions, parser.parse_args(["reconstruct", "R"]), "opts", run="R")
+    assert recon.mask_ratio is None and recon.n == 8 and recon.num_eval == 2000
+    recon = options_from_args(
+        ReconstructOptions, parser.parse_args(["reconstruct", "R", "--mask-ratio", "0.5"]), "opts"
+    )
+    assert recon.mask_ratio == 0.5
+    ft = options_from_args(FinetuneOptions, parser.parse_args(["eval", "finetune", "R", "--blr", "0.01"]), "opts")
+    assert ft.recipe == FinetuneConfig(blr=0.01) and ft.baseline and not ft.from_scratch
+
+
+def test_generated_flags_of_any_dataclass() -> None:
+    @dataclasses.dataclass
+    class Tiny:
+        name: str = ""  # no opt(): not a flag
+        count: int = opt(2, "how many")
+        ratio: float | None = opt(None, "a ratio (default: automatic)")
+        sizes: tuple[int, ...] = opt((1, 2), "sizes")
+        fast: bool = opt(True, "go fast")
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, Tiny, "t")
+    text = parser.format_help()
+    assert "--name" not in text and "how many (default: 2)" in text and "(default: automatic)" in text
+    assert "sizes (default: 1 2)" in text and "--no-fast" in text and "go fast (default: on)" in text
+    built = options_from_args(Tiny, parser.parse_args(["--ratio", "0.5", "--sizes", "4", "--no-fast"]), "t", name="n")
+    assert built == Tiny(name="n", count=2, ratio=0.5, sizes=(4,), fast=False)
+    with pytest.raises(ConfigError, match="--sizes"):  # values are coerced strictly, the error names the flag
+        options_from_args(Tiny, argparse.Namespace(**{"t.sizes": ["x"]}), "t")

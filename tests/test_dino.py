@@ -28,9 +28,10 @@ from maelab.models.dino import (
 )
 from maelab.train import pretrain
 
-from .conftest import TINY_MODEL, write_image_folder
+from .conftest import TINY_MODEL, tiny_config, train_tiny_run
 
-TINY_DINO = dict(embed_dim=32, depth=1, heads=2, out_dim=64, head_hidden_dim=32, bottleneck_dim=16)
+# DINO(...) keywords of a tiny model: the encoder fields (as ModelConfig) and the head sizes.
+SMALL_DINO = dict(embed_dim=32, encoder_depth=1, encoder_heads=2, out_dim=64, head_hidden_dim=32, bottleneck_dim=16)
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
@@ -55,7 +56,7 @@ def test_ema_update_exact_on_a_hand_case() -> None:
 
 
 def test_center_update_is_an_ema_of_the_batch_mean() -> None:
-    model = DINO(**TINY_DINO, center_momentum=0.9)
+    model = DINO(**SMALL_DINO, center_momentum=0.9)
     out = torch.zeros(4, 64)
     out[:, 0] = torch.tensor([1.0, 2.0, 3.0, 6.0])  # batch mean 3 in dimension 0
     model.update_center(out)
@@ -78,11 +79,11 @@ def test_teacher_keeps_its_init_in_short_runs_and_a_warning_says_so() -> None:
     base = suggest_momentum(120)
     assert teacher_init_weight(momentum_schedule(base, 120)) == pytest.approx(0.05, rel=0.1)
     with pytest.warns(UserWarning, match=r"--momentum-teacher 0.996 over 120 steps leaves 7\d% .* try --momentum"):
-        DINO(**TINY_DINO).setup(steps_per_epoch=15, total_steps=120)
+        DINO(**SMALL_DINO).setup(steps_per_epoch=15, total_steps=120)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        DINO(**TINY_DINO, momentum_teacher=base).setup(steps_per_epoch=15, total_steps=120)
-        DINO(**TINY_DINO).setup(steps_per_epoch=15, total_steps=120, start_step=60)  # resuming: said already
+        DINO(**SMALL_DINO, momentum_teacher=base).setup(steps_per_epoch=15, total_steps=120)
+        DINO(**SMALL_DINO).setup(steps_per_epoch=15, total_steps=120, start_step=60)  # resuming: said already
 
 
 def test_teacher_temp_schedule_warmup_then_constant() -> None:
@@ -90,7 +91,7 @@ def test_teacher_temp_schedule_warmup_then_constant() -> None:
     assert len(t) == 30 and t[0] == pytest.approx(0.04) and t[9] == pytest.approx(0.07) and t[29] == pytest.approx(0.07)
     assert 0.04 < t[5] < 0.07 and torch.all(t.diff() >= -1e-12)
     # The model's schedules are per step, warm-up given in epochs.
-    model = DINO(**TINY_DINO, warmup_teacher_temp_epochs=2)
+    model = DINO(**SMALL_DINO, warmup_teacher_temp_epochs=2)
     model.setup(steps_per_epoch=5, total_steps=20)
     assert model.teacher_temps[0] == pytest.approx(0.04) and model.teacher_temps[9] == pytest.approx(0.07)
     assert model.teacher_temps[4] < 0.07 and len(model.momentums) == 20 and model.momentums[-1] == pytest.approx(1.0)
@@ -134,7 +135,7 @@ def test_augmentations_keep_range_and_differ_per_sample() -> None:
 
 def test_last_layer_frozen_in_first_epoch_and_grads_clipped() -> None:
     torch.manual_seed(0)
-    model = DINO(**TINY_DINO, freeze_last_layer=1.0, grad_clip=0.5)
+    model = DINO(**SMALL_DINO, freeze_last_layer=1.0, dino_grad_clip=0.5)
     model.setup(steps_per_epoch=2, total_steps=4)
     last = list(model.student.head.last_layer.parameters())
     trainable = [p for p in last if p.requires_grad]
@@ -159,7 +160,7 @@ def test_per_parameter_clip_leaves_small_gradients() -> None:
 
 def test_teacher_features_load_into_timm_vit() -> None:
     """The evaluation path: forward_features runs the teacher, its weights load into timm strictly."""
-    from maelab.eval.finetune import load_encoder, timm_vit
+    from maelab.eval.finetune import copy_encoder_weights, timm_vit
 
     cfg = resolve_config(None, {"model": dict(TINY_MODEL), "train": {"method": "dino"}}, "test")
     torch.manual_seed(0)
@@ -172,7 +173,7 @@ def test_teacher_features_load_into_timm_vit() -> None:
     assert feats.shape == (2, 1 + 64, 32)
     assert torch.allclose(feats, model.teacher.backbone(x)) and not torch.allclose(feats, model.student.backbone(x))
     vit = timm_vit(cfg, num_classes=10).eval()
-    load_encoder(vit, model)  # strict: only the classifier head is missing
+    copy_encoder_weights(vit, model)  # strict: only the classifier head is missing
     assert torch.allclose(vit.forward_features(x), feats, atol=1e-5)
 
 
@@ -203,26 +204,16 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def dino_config(data_dir: Path, out: Path, subset: int = 0, **train: object):
-    values = dict(
-        method="dino", epochs=2, batch_size=20, lr=2e-3, warmup_epochs=0.5, log_every=5, quiet=True,
-        out=str(out), seed=0, betas=(0.9, 0.999),
-    )  # fmt: skip
-    values.update(train)
-    return resolve_config(
-        None,
-        {"model": dict(TINY_MODEL), "data": {"data_dir": str(data_dir), "subset": subset}, "train": values,
-         "dino": {"out_dim": 256, "head_hidden_dim": 64, "bottleneck_dim": 32, "local_crops": 4,
-                  "warmup_teacher_temp_epochs": 1.0}},
-        "test",
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_short_dino_run_learns_without_collapse(cifar_dir: Path, tmp_path: Path) -> None:
     from maelab.models.dino import collapse_stats
 
-    run = pretrain(dino_config(cifar_dir, tmp_path / "run", subset=200))
+    dino = {"out_dim": 256, "head_hidden_dim": 64, "bottleneck_dim": 32, "local_crops": 4, "warmup_teacher_temp_epochs": 1.0}
+    cfg = tiny_config(
+        cifar_dir, tmp_path / "run", subset=200, dino=dino, method="dino", batch_size=20, lr=2e-3, log_every=5,
+        betas=(0.9, 0.999),
+    )  # fmt: skip
+    run = pretrain(cfg)
     recs = records(run)
     assert len(recs) == 4 and all(math.isfinite(r["loss"]) for r in recs)  # 20 steps, a record every 5
     for key in ("teacher_entropy", "kl", "center_norm", "teacher_temp", "momentum"):
@@ -246,9 +237,9 @@ def test_short_dino_run_learns_without_collapse(cifar_dir: Path, tmp_path: Path)
 
 def test_dino_resume_equals_uninterrupted(tmp_path: Path) -> None:
     """Teacher, student, center and schedules continue exactly after a stop (tiny random images)."""
-    data = write_image_folder(tmp_path / "data", per_class=10, size=32)
-    full = pretrain(dino_config(data, tmp_path / "full", batch_size=5, epochs=2, log_every=2))  # 4 steps/epoch
-    part = pretrain(dino_config(data, tmp_path / "part", batch_size=5, epochs=2, log_every=2), stop_after_steps=3)
+    common = dict(method="dino", per_class=10, batch_size=5, epochs=2, log_every=2)  # 4 steps an epoch
+    full = train_tiny_run(tmp_path, out=tmp_path / "full", **common)
+    part = train_tiny_run(tmp_path, out=tmp_path / "part", stop_after_steps=3, **common)
     pretrain(resume=part)
     a, b = load_weights(resolve_checkpoint(full)), load_weights(resolve_checkpoint(part))
     assert a.keys() == b.keys() and "center" in a

@@ -13,9 +13,8 @@ from maelab.cli import main
 from maelab.config import resolve_config
 from maelab.data import ImageData
 from maelab.eval.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups
-from maelab.train import pretrain
 
-from .conftest import TINY_MODEL, write_image_folder
+from .conftest import TINY_MODEL, train_tiny_run
 
 DEPTH = 3
 
@@ -43,16 +42,6 @@ def separable_data(n: int = 64, seed: int = 0) -> ImageData:
     base = torch.where(labels.view(-1, 1, 1, 1) == 1, 180.0, 60.0)
     images = (base + 40 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 255).to(torch.uint8)
     return ImageData(images, labels, ["dark", "bright"])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-step MAE run on a 32x32 image folder (2 classes x 6 images per split)."""
-    root = tmp_path_factory.mktemp("finetune")
-    data = write_image_folder(root / "data", per_class=6, size=32)
-    train = dict(epochs=1, batch_size=4, warmup_epochs=0, quiet=True, out=str(root / "run"), device="cpu")
-    cfg = resolve_config(None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train}, "test")
-    return pretrain(cfg)
 
 
 def test_encoder_loads_into_timm_and_gives_the_same_tokens() -> None:
@@ -134,14 +123,7 @@ def test_cli_finetune_rejects_bad_values(tiny_run: Path, capsys: pytest.CaptureF
 
 def test_cli_finetunes_a_dino_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`maelab eval finetune` takes a DINO run too: its teacher encoder goes into the same timm ViT."""
-    data = write_image_folder(tmp_path / "data", per_class=6, size=32)
-    train = dict(method="dino", epochs=1, batch_size=4, warmup_epochs=0, quiet=True, out=str(tmp_path / "run"),
-                 device="cpu")  # fmt: skip
-    dino = {"out_dim": 64, "head_hidden_dim": 32, "bottleneck_dim": 16, "local_crops": 2}
-    cfg = resolve_config(
-        None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train, "dino": dino}, "test"
-    )
-    run = pretrain(cfg)
+    run = train_tiny_run(tmp_path, method="dino")
     args = ["eval", "finetune", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--quiet"]
     assert main(args) == 0
     assert "DINO pretrained" in capsys.readouterr().out

@@ -11,7 +11,6 @@ import torch
 
 from maelab import MAE
 from maelab.cli import main
-from maelab.config import resolve_config
 from maelab.eval.reconstruction import (
     PSNR_CAP,
     balanced_indices,
@@ -24,10 +23,9 @@ from maelab.eval.reconstruction import (
     psnr_from_mse,
     reconstruct,
 )
-from maelab.train import pretrain
 from maelab.visualize import GREY, choose_images, reconstruction_panels, save_figure
 
-from .conftest import TINY_MODEL, write_image_folder
+from .conftest import TINY_MODEL
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -39,16 +37,6 @@ def tiny_mae(seed: int = 0, **kw: object) -> MAE:
 
 def uint8_images(n: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-step MAE run on a 32x32 image folder (2 classes x 6 images per split)."""
-    root = tmp_path_factory.mktemp("recon")
-    data = write_image_folder(root / "data", per_class=6, size=32)
-    train = dict(epochs=1, batch_size=4, warmup_epochs=0, quiet=True, out=str(root / "run"), device="cpu")
-    cfg = resolve_config(None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train}, "test")
-    return pretrain(cfg)
 
 
 def test_fixed_masks_identical_across_calls_and_models() -> None:

@@ -4,6 +4,7 @@ interrupted after its first pretraining run and then continued without retrainin
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import sys
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from maelab import rundir
 from maelab.checkpoint import load_meta
 from maelab.cli import main
-from maelab.config import Config, ConfigError
-from maelab.experiments import sweep
-from maelab.train import TrainingError, pretrain
+from maelab.config import ConfigError, SweepOptions
+from maelab.experiments import child, sweep
+from maelab.experiments.sweep_plan import budget_step, make_plan, open_stages, run_config
 
 from .conftest import TINY_MODEL, write_image_folder
 
@@ -46,63 +48,35 @@ class Stop(Exception):
 
 
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training time = steps x 2 s for mask 0.25 and steps x 1 s for 0.75, so the budget step is known
-    (10 s of budget / 2 s per step = step 5) whatever the load of the machine running the test."""
-    real_read = sweep.read_records
-    monkeypatch.setattr(sweep, "read_records", lambda run: [dict(r, run=Path(run).name) for r in real_read(run)])
+    """Training time = steps x 2 s for mask 0.25 and steps x 1 s for 0.75 (the logged img/s of batch 8
+    rewritten as it is read), so the budget step is known (10 s of budget / 2 s per step = step 5)
+    whatever the load of the machine running the test."""
+    real_read = rundir.read_metrics
 
-    def seconds(records: list[dict], images_per_step: int, upto: int | None = None) -> float:
-        steps = max((r["step"] for r in records if upto is None or r["step"] <= upto), default=0)
-        return steps * (2.0 if records and records[0]["run"] == "mr0.25" else 1.0)
+    def read_metrics(run: str | Path) -> list[dict]:
+        seconds_per_step = 2.0 if Path(run).name == "mr0.25" else 1.0
+        return [dict(r, img_per_s=8 / seconds_per_step) for r in real_read(run)]
 
-    monkeypatch.setattr(sweep, "training_seconds", seconds)
+    monkeypatch.setattr(rundir, "read_metrics", read_metrics)
 
 
-def in_process(run: Path, cfg: Config | None, stop_after_steps: int | None) -> None:
-    """``sweep._pretrain_process`` without the new process (which costs seconds of imports per segment)."""
-    if cfg is None:
-        pretrain(resume=run, stop_after_steps=stop_after_steps)
-    else:
-        pretrain(cfg, stop_after_steps=stop_after_steps)
+def tiny_plan(folder: Path, out: Path, ratios: tuple[float, ...] = (0.75,), **train: object) -> sweep.SweepPlan:
+    return make_plan(SweepOptions(mask_ratios=ratios), cli_values=tiny_cli(folder, out, **train))
 
 
 def test_pretraining_runs_in_a_fresh_process(tmp_path: Path) -> None:
     folder = write_image_folder(tmp_path / "data", per_class=20, size=16)
-    plan = sweep.make_plan("cpu", (0.75,), cli_values=tiny_cli(folder, tmp_path / "sweep", log_every=1))
-    cfg = sweep.run_config(plan, 0.75)
+    cfg = run_config(tiny_plan(folder, tmp_path / "sweep", log_every=1), 0.75)
     run = Path(cfg.train.out)
-    sweep._pretrain_process(run, cfg, stop_after_steps=2)
+    child.pretrain_process(run, cfg, stop_after_steps=2)
     assert load_meta(run)["step"] == 2 and not (run / "summary.json").exists()
-
-
-def test_pretraining_errors_reach_the_sweep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
-    cfg = sweep.run_config(sweep.make_plan("cpu", (0.75,), cli_values=tiny_cli(folder, tmp_path / "s")), 0.75)
-    cfg.data.data_dir = str(tmp_path / "missing")
-    spec = {"config": cfg.to_dict(), "resume": None, "stop_after_steps": None}
-    assert sweep.pretrain_child(json.dumps(spec)) == 2  # what the child process exits with
-    assert "maelab sweep: error: --data-dir" in capsys.readouterr().err
-
-    class Child:
-        def __init__(self, code: int) -> None:
-            self.code = code
-
-        def wait(self) -> int:
-            return self.code
-
-    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: Child(2))
-    with pytest.raises(TrainingError, match="failed with exit code 2.*re-run the same command"):
-        sweep._pretrain_process(tmp_path / "run", cfg, None)
-    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: Child(130))  # stopped by Ctrl-C
-    with pytest.raises(KeyboardInterrupt):
-        sweep._pretrain_process(tmp_path / "run", cfg, None)
+    child.train_until(run, cfg, stop_after_steps=2)  # already that far: nothing to do (no process started)
+    assert load_meta(run)["step"] == 2
 
 
 def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))  # feature caches of this test only
-    monkeypatch.setattr(sweep, "_pretrain_process", in_process)
+    monkeypatch.setattr(child, "pretrain_process", child.pretrain_here)  # no seconds of imports per segment
     folder = write_image_folder(tmp_path / "data", per_class=20, size=16)
     out = tmp_path / "sweep"
     args = sweep_args(folder, out)
@@ -128,8 +102,11 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert snapshot(first) == before  # not retrained, not rewritten
 
     # mask 0.25 stopped at its speed probe (step 2) and at the budget (step 5), then ran to the end.
-    plan = json.loads((out / "budget" / "mr0.25" / "plan.json").read_text())
-    assert (plan["probe_steps"], plan["step"], plan["capped"]) == (2, 5, False)
+    stages = json.loads((out / "sweep.json").read_text())["stages"]
+    assert set(stages) == {"pretrain:mr0.75", "budget:mr0.25", "pretrain:mr0.25", "eval:mr0.25", "eval:mr0.25-budget",
+                           "eval:mr0.75", "eval:random-init"}  # fmt: skip
+    plan = stages["budget:mr0.25"]
+    assert (plan["probe_steps"], plan["step"], plan["capped"], plan["train_seconds"]) == (2, 5, False, 10.0)
     assert load_meta(out / "budget" / "mr0.25" / "checkpoint")["step"] == 5
     second = out / "runs" / "mr0.25"
     steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()]
@@ -163,8 +140,9 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     def forbidden(*a: object, **k: object) -> None:
         raise AssertionError("redone")
 
-    monkeypatch.setattr(sweep, "_pretrain_process", forbidden)
-    monkeypatch.setattr("maelab.visualize.reconstruct_run", forbidden)
+    monkeypatch.setattr(child, "pretrain_process", forbidden)
+    monkeypatch.setattr(child, "pretrain_here", forbidden)
+    monkeypatch.setattr("maelab.eval.commands.reconstruct_run", forbidden)
     monkeypatch.setattr("maelab.eval.frozen.evaluate_knn", forbidden)
     monkeypatch.setattr("maelab.eval.frozen.evaluate_linear", forbidden)
     assert main(args) == 0
@@ -180,73 +158,86 @@ def tiny_cli(folder: Path, out: Path, **train: object) -> dict[str, dict[str, ob
 def test_changed_settings_are_refused(tmp_path: Path) -> None:
     folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
     out = tmp_path / "sweep"
-    sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out)))
+    open_stages(tiny_plan(folder, out, (0.5, 0.75)))
     # --quiet may change between runs; nothing else may.
-    sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out, quiet=False)))
+    open_stages(tiny_plan(folder, out, (0.5, 0.75), quiet=False))
     with pytest.raises(ConfigError, match=r"pretrain\.train\.epochs: 2 before, 3 now"):
-        sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.75), cli_values=tiny_cli(folder, out, epochs=3)))
+        open_stages(tiny_plan(folder, out, (0.5, 0.75), epochs=3))
     with pytest.raises(ConfigError, match=r"ratios"):
-        sweep.check_plan(sweep.make_plan("cpu", (0.5, 0.9), cli_values=tiny_cli(folder, out)))
+        open_stages(tiny_plan(folder, out, (0.5, 0.9)))
+
+
+def test_a_sweep_json_of_an_older_maelab_resumes(tmp_path: Path) -> None:
+    """sweep.json once held the settings alone, and options added since take their defaults."""
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
+    plan = tiny_plan(folder, tmp_path / "sweep", (0.5, 0.75))
+    old = plan.to_dict()
+    del old["pretrain"]["train"]["quiet"], old["pretrain"]["train"]["weight_decay_end"], old["eval"]["figure_images"]
+    plan.out.mkdir(parents=True)
+    (plan.out / "sweep.json").write_text(json.dumps(old))
+    stages = open_stages(plan)
+    assert stages.get("pretrain:mr0.5") is None
+    stages.put("pretrain:mr0.5", {"steps": 10})
+    assert json.loads((plan.out / "sweep.json").read_text())["stages"] == {"pretrain:mr0.5": {"steps": 10}}
+    changed = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, figure_images=4))
+    with pytest.raises(ConfigError, match=r"eval\.figure_images: 8 before, 4 now"):
+        open_stages(changed)
 
 
 def test_bad_sweep_options_name_the_option(tmp_path: Path) -> None:
     folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
     cli = tiny_cli(folder, tmp_path / "out")
     with pytest.raises(ConfigError, match="--mask-ratios"):
-        sweep.make_plan("cpu", cli_values={**cli, "model": {**cli["model"], "mask_ratio": 0.5}})
+        make_plan(SweepOptions(), cli_values={**cli, "model": {**cli["model"], "mask_ratio": 0.5}})
     with pytest.raises(ConfigError, match="--budget-ratio 0.9"):
-        sweep.make_plan("cpu", (0.5, 0.75), budget_ratio=0.9, cli_values=cli)
+        make_plan(SweepOptions(mask_ratios=(0.5, 0.75), budget_ratio=0.9), cli_values=cli)
     with pytest.raises(ConfigError, match="each ratio once"):
-        sweep.make_plan("cpu", (0.5, 0.5), cli_values=cli)
+        make_plan(SweepOptions(mask_ratios=(0.5, 0.5)), cli_values=cli)
     with pytest.raises(ConfigError, match="--mask-ratio must be in"):
-        sweep.make_plan("cpu", (0.5, 1.0), cli_values=cli)
+        make_plan(SweepOptions(mask_ratios=(0.5, 1.0)), cli_values=cli)
     with pytest.raises(ConfigError, match="--preset 'tpu'"):
-        sweep.make_plan("tpu", cli_values=cli)
+        make_plan(SweepOptions(preset="tpu"), cli_values=cli)
     with pytest.raises(ConfigError, match="--probe-epochs"):
-        sweep.make_plan("cpu", cli_values=cli, eval_overrides={"probe_epochs": 0})
+        make_plan(cli_values=cli, eval_values={"probe_epochs": 0})
     assert main(["sweep", "--data-dir", str(folder), "--mask-ratio", "0.5", "--out", str(tmp_path / "o")]) == 2
 
 
 def test_presets(tmp_path: Path) -> None:
     folder = write_image_folder(tmp_path / "data", per_class=2, size=32)
-    cpu = sweep.make_plan("cpu", cli_values={"data": {"data_dir": str(folder)}})
+    data = {"data": {"data_dir": str(folder)}}
+    cpu = make_plan(cli_values=data)
     assert cpu.ratios == (0.25, 0.5, 0.75, 0.9) and cpu.budget_ratio == 0.75 and cpu.out == Path("runs/sweep-cpu")
     assert (cpu.base.model.name, cpu.base.train.precision, cpu.base.train.device) == ("ref", "fp32", "cpu")
-    assert cpu.base.data.subset == 5000 and cpu.base.train.epochs == 20
+    assert cpu.base.data.subset == 5000 and cpu.base.train.epochs == 20 and cpu.eval.train_subset == 5000
     # Flags win over the preset; without 0.75 the fastest (highest) ratio sets the budget.
-    plan = sweep.make_plan("cpu", (0.25, 0.5), cli_values={"data": {"data_dir": str(folder)}, "train": {"epochs": 3}})
-    assert plan.base.train.epochs == 3 and plan.budget_ratio == 0.5
-    recon = sweep.make_plan("recon-50ep", cli_values={"data": {"data_dir": str(folder)}})
+    plan = make_plan(SweepOptions(mask_ratios=(0.25, 0.5)), cli_values={**data, "train": {"epochs": 3}},
+                     eval_values={"train_subset": 100})  # fmt: skip
+    assert plan.base.train.epochs == 3 and plan.budget_ratio == 0.5 and plan.eval.train_subset == 100
+    assert make_plan(SweepOptions(budget=False), cli_values=data).budget_ratio is None
+    recon = make_plan(SweepOptions(preset="recon-50ep"), cli_values=data)
     assert recon.ratios == (0.75,) and recon.budget_ratio is None
     assert (recon.base.data.subset, recon.base.train.epochs) == (5000, 50)
-    gpu = sweep.make_plan("gpu", cli_values={"data": {"data_dir": str(folder)}})
+    gpu = make_plan(SweepOptions(preset="gpu"), cli_values=data)
     assert gpu.base.data.subset == 0 and gpu.base.train.epochs >= 100 and gpu.base.model.name == "vit-tiny"
-
-
-def test_training_seconds_sums_logged_windows() -> None:
-    records = [{"step": 2, "img_per_s": 8.0}, {"step": 5, "img_per_s": 4.0}, {"step": 6, "img_per_s": 16.0}]
-    # 2 steps of 8 images at 8 img/s, 3 steps at 4 img/s, 1 step at 16 img/s
-    assert sweep.training_seconds(records, 8) == pytest.approx(2 + 6 + 0.5)
-    assert sweep.training_seconds(records, 8, upto=5) == pytest.approx(8)
-    assert sweep.training_seconds([], 8) == 0.0
 
 
 def test_budget_step_uses_the_rate_after_the_first_window() -> None:
     # 8 images per step: the first window (2 steps at 2 img/s) took 8 s, then 1 s per step.
     records = [{"step": 2, "img_per_s": 2.0}, {"step": 4, "img_per_s": 8.0}, {"step": 6, "img_per_s": 8.0}]
-    sps, step = sweep.budget_step(records, 8, probe=6, budget_seconds=20.0)
+    sps, step = budget_step(records, 8, probe=6, budget_seconds=20.0)
     assert sps == pytest.approx(1.0) and step == 2 + 12
-    sps, step = sweep.budget_step(records[:1], 8, probe=2, budget_seconds=20.0)  # one window: its mean rate
+    sps, step = budget_step(records[:1], 8, probe=2, budget_seconds=20.0)  # one window: its mean rate
     assert sps == pytest.approx(4.0) and step == 5
 
 
 def test_reconstruction_study_preset_runs_one_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sweep, "_pretrain_process", in_process)
+    monkeypatch.setattr(child, "pretrain_process", child.pretrain_here)
     folder = write_image_folder(tmp_path / "data", per_class=10, size=16)
     cli = tiny_cli(folder, tmp_path / "study", epochs=1, log_every=1)
     cli["data"]["subset"] = 20  # the preset's 5,000 images, scaled down
-    plan = sweep.make_plan("recon-50ep", cli_values=cli, eval_overrides={"train_subset": 0, "test_subset": 0, "probe_epochs": 1})
+    evals = {"train_subset": 0, "test_subset": 0, "probe_epochs": 1}
+    plan = make_plan(SweepOptions(preset="recon-50ep"), cli_values=cli, eval_values=evals)
     summary = sweep.run_sweep(plan, "maelab sweep --preset recon-50ep")
     text = summary.read_text()
     assert text.startswith("# Reconstruction study (preset `recon-50ep`)") and "Equal wall-clock" not in text

@@ -15,7 +15,7 @@ from maelab.methods import load_model
 from maelab.optim import lr_schedule, param_groups
 from maelab.train import pretrain
 
-from .conftest import TINY_MODEL, tiny_config
+from .conftest import TINY_MODEL, tiny_config, train_tiny_run
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
@@ -43,13 +43,7 @@ def test_no_weight_decay_on_biases_norms_tokens() -> None:
 
 def test_weight_decay_cosine_schedule_on_the_decayed_group_only(tmp_path: Path) -> None:
     """--weight-decay-end: the decayed group follows a cosine to it; biases/norms/tokens stay at 0."""
-    from .conftest import write_image_folder
-
-    data = write_image_folder(tmp_path / "data", per_class=8, size=32)
-    train = dict(epochs=2, batch_size=4, warmup_epochs=0, log_every=1, quiet=True, out=str(tmp_path / "run"),
-                 device="cpu", weight_decay=0.04, weight_decay_end=0.4)  # fmt: skip
-    cfg = resolve_config(None, {"model": dict(TINY_MODEL), "data": {"data_dir": str(data)}, "train": train}, "test")
-    run = pretrain(cfg)
+    run = train_tiny_run(tmp_path, per_class=8, epochs=2, log_every=1, weight_decay=0.04, weight_decay_end=0.4)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     expected = lr_schedule(0.04, 0.4, total_steps=8, warmup_steps=0)
     assert [r["weight_decay"] for r in records] == pytest.approx(expected.tolist(), abs=1e-6)
@@ -74,10 +68,10 @@ def test_short_real_run_loss_falls(cifar_dir: Path, tmp_path: Path) -> None:
     assert isinstance(model, MAE) and cfg.model.embed_dim == 32 and not model.training
 
 
-@pytest.mark.slow
-def test_resume_equals_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
-    full = pretrain(tiny_config(cifar_dir, tmp_path / "full"))
-    part = pretrain(tiny_config(cifar_dir, tmp_path / "part"), stop_after_steps=7)  # mid-epoch 1 (10 steps/epoch)
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    common = dict(per_class=20, epochs=2, log_every=1)  # 40 images, batch 4: 10 steps an epoch
+    full = train_tiny_run(tmp_path, out=tmp_path / "full", **common)
+    part = train_tiny_run(tmp_path, out=tmp_path / "part", stop_after_steps=7, **common)  # mid-epoch 1
     assert load_meta(part)["step"] == 7
     pretrain(resume=part)
     a, b = losses(full), losses(part)
@@ -88,9 +82,8 @@ def test_resume_equals_uninterrupted(cifar_dir: Path, tmp_path: Path) -> None:
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-@pytest.mark.slow
-def test_resume_can_extend_epochs_and_keeps_checkpoints(cifar_dir: Path, tmp_path: Path) -> None:
-    run = pretrain(tiny_config(cifar_dir, tmp_path / "r", epochs=1, keep_checkpoints=2))
+def test_resume_can_extend_epochs_and_keeps_checkpoints(tmp_path: Path) -> None:
+    run = train_tiny_run(tmp_path, per_class=20, epochs=1, keep_checkpoints=2)  # 10 steps an epoch
     pretrain(resume=run, overrides={"epochs": 3})
     assert load_meta(run)["step"] == 30
     kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))

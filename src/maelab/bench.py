@@ -5,10 +5,14 @@ MAE here, the peers in ``benchmarks/peers.py``. :func:`measure_rounds` times sev
 interleaved (round-robin, several rounds, median), so that load from other processes on a shared
 machine hits all of them alike and their *ratios* stay meaningful. Warm-up steps (allocator,
 ``torch.compile``) are never timed, and there is no host sync inside a timed block.
+
+:func:`gemm_peaks` measures this machine's fp32 and bf16 matmul throughput, so that a training and
+an inference step can be stated as a share of what the hardware's GEMMs reach in the same precision.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +23,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from maelab.models.mae import MAE
-from maelab.runtime import autocast, peak_memory_mb, resolve_device, resolve_precision, synchronize
+from maelab.runtime import (
+    autocast,
+    choose_precision,
+    cpu_has_native_bf16,
+    matmul_gflops,
+    peak_memory_mb,
+    resolve_device,
+    synchronize,
+)
 
 Batch = torch.Tensor  # (B, 3, H, W) float images, already normalised
 
@@ -36,6 +48,7 @@ class Contender:
     optimizer: torch.optim.Optimizer
     amp_dtype: torch.dtype | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision_reason: str = ""
 
     @property
     def precision(self) -> str:
@@ -91,9 +104,8 @@ def maelab_contender(
         return fwd(imgs)[0]
 
     name = "maelab" + ("+compile" if compile else "") + ("" if attention == "auto" else f"+{attention}")
-    return Contender(
-        name, model, loss, model.forward_features, adamw(model, dev), resolve_precision(precision, dev), dev
-    )
+    choice = choose_precision(precision, dev)
+    return Contender(name, model, loss, model.forward_features, adamw(model, dev), choice.dtype, dev, choice.reason)
 
 
 def module_contender(name: str, module: nn.Module, device: torch.device, amp_dtype: torch.dtype | None) -> Contender:
@@ -190,6 +202,36 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+# ------------------------------------------------------------------------------------ GEMM peak
+@functools.cache
+def gemm_peaks(device: str, size: int = 0, seconds: float = 0.5, bf16: bool = False) -> dict[str, float | None]:
+    """This machine's measured matmul GFLOP/s: ``{"fp32": ..., "bf16": ... or None}`` (cached per process).
+
+    ``size`` 0 picks 2048 on CPUs and 8192 on GPUs (large enough to reach the GEMM peak). bf16 is None
+    on a CPU without native bf16 (emulated: timing it at that size would take minutes) unless ``bf16``
+    asks for it anyway, and then it is timed at 512, enough to show how slow the emulation is.
+    """
+    dev = torch.device(device)
+    size = size or (8192 if dev.type == "cuda" else 2048)
+    native = dev.type == "cuda" or cpu_has_native_bf16()
+    peaks: dict[str, float | None] = {"fp32": matmul_gflops(torch.float32, dev, size, seconds), "bf16": None}
+    if native or bf16:
+        peaks["bf16"] = matmul_gflops(torch.bfloat16, dev, size if native else 512, seconds)
+    return peaks
+
+
+def gemm_peak_text(peaks: dict[str, float | None], native_bf16: bool = True) -> str:
+    """``GEMM peak fp32 161 GFLOP/s, bf16 322 GFLOP/s`` (bf16 marked emulated / not measured)."""
+    parts = [f"fp32 {peaks['fp32']:.0f} GFLOP/s" if peaks.get("fp32") else "fp32 not measured"]
+    bf16 = peaks.get("bf16")
+    if bf16 is None:
+        parts.append("bf16 emulated (not measured)" if not native_bf16 else "bf16 not measured")
+    else:
+        parts.append(f"bf16 {bf16:.0f} GFLOP/s" + ("" if native_bf16 else " (emulated)"))
+    return "GEMM peak " + ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------ results
 @dataclass
 class BenchResult:
     """What ``maelab bench`` prints for one configuration."""
@@ -204,17 +246,35 @@ class BenchResult:
     train_gflop_per_img: float
     infer_gflop_per_img: float
     peak_memory_mb: float
+    precision_reason: str = ""
+    gemm_peak_gflops: dict[str, float | None] = field(default_factory=dict)  # {"fp32": .., "bf16": .. | None}
+
+    def share_of_peak(self, kind: str) -> float | None:
+        """Achieved train / infer GFLOP/s over this machine's GEMM peak in the run's precision (None if unmeasured)."""
+        peak = self.gemm_peak_gflops.get(self.precision)
+        if not peak:
+            return None
+        if kind == "train":
+            return self.train_img_s * self.train_gflop_per_img / peak
+        return self.infer_img_s * self.infer_gflop_per_img / peak
 
     def line(self) -> str:
         """One human-readable line."""
         train_tflops = self.train_img_s * self.train_gflop_per_img / 1e3
         infer_tflops = self.infer_img_s * self.infer_gflop_per_img / 1e3
-        return (
+        line = (
             f"{self.name:16s} {self.precision:4s} batch {self.batch_size:4d} mask {self.mask_ratio:.2f} | "
             f"train {self.train_img_s:8.1f} img/s {train_tflops * 1e3:7.1f} GFLOP/s "
             f"({self.train_gflop_per_img:.3f} GFLOP/img) | infer {self.infer_img_s:8.1f} img/s "
             f"{infer_tflops * 1e3:7.1f} GFLOP/s | peak mem {self.peak_memory_mb:.0f} MiB"
         )
+        train, infer = self.share_of_peak("train"), self.share_of_peak("infer")
+        if train is not None and infer is not None:
+            peak = self.gemm_peak_gflops[self.precision]
+            line += f" | {train:.0%} train, {infer:.0%} infer of the {self.precision} GEMM peak ({peak:.0f} GFLOP/s)"
+        elif self.gemm_peak_gflops:
+            line += f" | {self.precision} GEMM peak not measured (emulated bf16)"
+        return line
 
 
 def random_batch(batch_size: int, img_size: int, device: torch.device, seed: int = 0) -> Batch:
@@ -235,8 +295,10 @@ def bench_maelab(
     rounds: int = 3,
     steps: int = 3,
     warmup: int = 2,
+    peak: bool = True,
 ) -> BenchResult:
-    """Train and inference throughput of maelab's MAE at one configuration (medians over rounds)."""
+    """Train and inference throughput of maelab's MAE at one configuration (medians over rounds), and,
+    with ``peak``, the machine's GEMM peak (:func:`gemm_peaks`, measured once per process) to compare against."""
     dev = resolve_device(device)
     torch.manual_seed(0)
     c = maelab_contender(preset, mask_ratio, precision, dev, compile, attention, patch_size)
@@ -247,7 +309,9 @@ def bench_maelab(
         torch.cuda.reset_peak_memory_stats(dev)
     train = measure_rounds([c], imgs, rounds, steps, warmup, "train")[c.name]
     infer = measure_rounds([c], imgs, rounds, steps, warmup, "infer")[c.name]
+    memory = peak_memory_mb(dev)  # before the GEMM timing allocates its own matrices
+    peaks = gemm_peaks(str(dev), bf16=c.precision == "bf16") if peak else {}
     return BenchResult(
         c.name, c.precision, batch_size, mask_ratio, c.num_params(), median(train), median(infer),
-        train_flops / 1e9, infer_flops / 1e9, peak_memory_mb(dev),
+        train_flops / 1e9, infer_flops / 1e9, memory, c.precision_reason, dict(peaks),
     )  # fmt: skip

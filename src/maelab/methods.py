@@ -19,8 +19,9 @@ from torch import nn
 from maelab.augment import mae_augment
 from maelab.augment_dino import dino_multicrop
 from maelab.config import Config, ConfigError
-from maelab.models.dino import DINO
-from maelab.models.mae import MAE
+from maelab.models.dino import DINO, DINOSpec
+from maelab.models.mae import MAE, MAESpec
+from maelab.models.vit import spec_from
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,8 @@ class Method:
 
 
 def build_mae(cfg: Config) -> MAE:
-    """The MAE described by ``cfg.model``."""
-    m = cfg.model
-    return MAE(
-        img_size=m.img_size, patch_size=m.patch_size, in_channels=m.in_channels, embed_dim=m.embed_dim,
-        encoder_depth=m.encoder_depth, encoder_heads=m.encoder_heads, decoder_embed_dim=m.decoder_embed_dim,
-        decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, mask_ratio=m.mask_ratio,
-        norm_pix_loss=m.norm_pix_loss, mlp_ratio=m.mlp_ratio, pos_embed=m.pos_embed, drop_path=m.drop_path,
-    )  # fmt: skip
+    """The MAE described by ``cfg.model`` (its fields are :class:`~maelab.models.mae.MAESpec`'s, by name)."""
+    return MAE(spec_from(MAESpec, cfg.model))
 
 
 def mae_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -60,16 +55,7 @@ def mae_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tensor
 
 def build_dino(cfg: Config) -> DINO:
     """The DINO student/teacher pair on the encoder described by ``cfg.model``, head and loss by ``cfg.dino``."""
-    m, g = cfg.model, cfg.dino
-    return DINO(
-        img_size=m.img_size, patch_size=m.patch_size, in_channels=m.in_channels, embed_dim=m.embed_dim,
-        depth=m.encoder_depth, heads=m.encoder_heads, mlp_ratio=m.mlp_ratio, pos_embed=m.pos_embed,
-        drop_path=m.drop_path, out_dim=g.out_dim, head_hidden_dim=g.head_hidden_dim, bottleneck_dim=g.bottleneck_dim,
-        norm_last_layer=g.norm_last_layer, student_temp=g.student_temp, teacher_temp=g.teacher_temp,
-        warmup_teacher_temp=g.warmup_teacher_temp, warmup_teacher_temp_epochs=g.warmup_teacher_temp_epochs,
-        momentum_teacher=g.momentum_teacher, center_momentum=g.center_momentum, grad_clip=g.dino_grad_clip,
-        freeze_last_layer=g.freeze_last_layer,
-    )  # fmt: skip
+    return DINO(spec_from(DINOSpec, cfg.model, cfg.dino))
 
 
 def dino_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tensor:

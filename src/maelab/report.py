@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from maelab import rundir
 from maelab.checkpoint import atomic_write_text
 from maelab.config import ConfigError
 
@@ -51,15 +52,18 @@ def _walk(root: Path, pattern: str) -> list[Path]:
 
 def find_runs(root: Path) -> list[Path]:
     """Run directories (they hold ``config.json``): ``root`` itself, or every run below it."""
-    if (root / "config.json").is_file():
+    if (root / rundir.CONFIG).is_file():
         return [root]
-    return [p.parent for p in _walk(root, "config.json")]
+    return [p.parent for p in _walk(root, rundir.CONFIG)]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _summary(run: Path) -> dict[str, Any]:
+    """The run's summary.json fields that have a value; {} when it has none or it is unreadable."""
+    try:
+        summary = rundir.read_summary(run)
+    except rundir.RunDirError:
+        return {}
+    return {k: v for k, v in summary.to_dict().items() if v not in (None, "")} if summary else {}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -115,14 +119,14 @@ def _label(run: Path, root: Path) -> str:
 # ------------------------------------------------------------------------------------ sections
 def config_section(runs: list[Path], root: Path) -> str:
     """One table per config section for a single run; for several runs, one table of what differs."""
-    configs = {run: _read_json(run / "config.json") or {} for run in runs}
-    summaries = {run: _read_json(run / "summary.json") or {} for run in runs}
+    configs = {run: rundir.read_config_dict(run) for run in runs}
+    summaries = {run: _summary(run) for run in runs}
     if len(runs) == 1:
         run = runs[0]
         tables = [_table([section, "value"], [[k, v] for k, v in values.items()])
                   for section, values in configs[run].items() if isinstance(values, dict)]  # fmt: skip
         if summaries[run]:
-            tables.append(_table(["summary.json", ""], [[k, v] for k, v in summaries[run].items()]))
+            tables.append(_table([rundir.SUMMARY, ""], [[k, v] for k, v in summaries[run].items()]))
         return "## Configuration\n\n" + "\n".join(tables)
     flat = {run: dict(_flatten(cfg)) for run, cfg in configs.items()}
     keys = sorted({k for f in flat.values() for k in f})
@@ -139,7 +143,7 @@ def config_section(runs: list[Path], root: Path) -> str:
 
 def plot_loss_curves(runs: list[Path], root: Path, path: Path) -> Path | None:
     """Loss (log scale) and learning rate against epoch for every run with metrics; None if none has any."""
-    series = {_label(run, root): _read_jsonl(run / "metrics.jsonl") for run in runs}
+    series = {_label(run, root): rundir.read_metrics(run) for run in runs}
     series = {name: records for name, records in series.items() if records}
     if not series:
         return None

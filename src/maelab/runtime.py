@@ -7,11 +7,14 @@ make the same choice on the same machine.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import resource
 import subprocess
 import time
+import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,15 +38,74 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). ``auto`` is bf16 on CUDA and fp32 on CPU.
+PRECISIONS = ("auto", "fp32", "bf16")
+# /proc/cpuinfo flags that mean bf16 matrix multiplies run in hardware (AVX-512 BF16 dot products, AMX tiles)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 
-    On CPUs bf16 is only fast with native bf16 matrix units (AVX-512 BF16 / AMX); without them
-    PyTorch emulates it and a step is slower than fp32 by orders of magnitude.
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The resolved precision of a run: autocast dtype (None = fp32, no autocast), its name and why."""
+
+    dtype: torch.dtype | None
+    name: str  # "fp32" | "bf16"
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the log, e.g. ``precision: bf16 (auto: CUDA GPU with native bf16)``."""
+        return f"precision: {self.name} ({self.reason})"
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"precision": ..., "precision_reason": ...}`` for a run's summary and eval reports."""
+        return {"precision": self.name, "precision_reason": self.reason}
+
+
+def choose_precision(requested: str, device: torch.device) -> PrecisionChoice:
+    """Resolve ``--precision`` (auto | fp32 | bf16) on ``device``.
+
+    ``auto`` is bf16 autocast on CUDA GPUs with bf16 and on CPUs with native bf16 matrix units
+    (AVX-512 BF16 / AMX), fp32 elsewhere: without those units PyTorch emulates bf16 and a step is
+    ~16-100x slower than fp32. An explicit ``bf16`` is honoured everywhere, with a warning where emulated.
     """
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
+    if requested not in PRECISIONS:
+        raise ConfigError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
+    if requested == "fp32":
+        return PrecisionChoice(None, "fp32", "forced by --precision fp32")
+    native, why = bf16_support(device)
+    if requested == "bf16":
+        if not native:
+            warnings.warn(
+                f"--precision bf16: {why}, so bf16 is emulated (on CPUs ~16-100x slower than fp32)",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+            return PrecisionChoice(torch.bfloat16, "bf16", f"forced by --precision bf16 (emulated: {why})")
+        return PrecisionChoice(torch.bfloat16, "bf16", f"forced by --precision bf16 ({why})")
+    if native:
+        return PrecisionChoice(torch.bfloat16, "bf16", f"auto: {why}")
+    emulated = "; bf16 would be emulated" if device.type in ("cpu", "cuda") else ""
+    return PrecisionChoice(None, "fp32", f"auto: {why}{emulated}")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32) of :func:`choose_precision`; kept for older callers."""
+    return choose_precision(precision, device).dtype
+
+
+def bf16_support(device: torch.device) -> tuple[bool, str]:
+    """(bf16 matmuls run in hardware on ``device``, a short phrase saying why): CUDA from compute
+    capability 8.0 (Ampere), CPUs per :func:`cpu_bf16_support`, other devices never (fp32 there)."""
+    if device.type == "cuda":
+        if cuda_has_native_bf16(device):
+            return True, "CUDA GPU with native bf16"
+        return False, "CUDA GPU without native bf16 (pre-Ampere)"
+    if device.type != "cpu":
+        return False, f"{device.type} device (bf16 autocast not used there)"
+    return cpu_bf16_support()
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether the GPU does bf16 in hardware (compute capability >= 8.0)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -54,30 +116,83 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 # ------------------------------------------------------------------------------------ hardware
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The x86 feature flags of this CPU (first ``flags`` line of ``cpuinfo``); None where there is none
+    (not Linux, or ARM, whose ``Features`` line does not say whether PyTorch's bf16 GEMMs are fast)."""
+    with contextlib.suppress(OSError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.partition(":")[2].split())
+    return None
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """(this CPU multiplies bf16 matrices in hardware, a short phrase saying why).
+
+    The CPU flags decide where there are any (cheap, no measurement). Elsewhere a one-off micro-benchmark
+    decides -- bf16 GEMM at least 1.2x as fast as fp32 counts as native -- cached per machine in
+    ``~/.cache/maelab`` so that it runs once.
+    """
+    flags = cpu_flags()
+    if flags is not None:
+        found = [f for f in NATIVE_BF16_FLAGS if f in flags]
+        if found:
+            return True, f"CPU has native bf16 ({', '.join(found)})"
+        return False, f"no native bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()})"
+    speedup = _cached_bf16_speedup()
+    verdict = speedup >= 1.2
+    return verdict, f"CPU bf16 matmul measured at {speedup:.2f}x fp32 ({'native' if verdict else 'no native'} bf16)"
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX); Linux flags only.
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX), see :func:`cpu_bf16_support`.
 
     Without it PyTorch emulates bf16 matmuls and they are far slower than fp32.
     """
+    return cpu_bf16_support()[0]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "maelab"
+
+
+def _cached_bf16_speedup() -> float:
+    """bf16 / fp32 GEMM throughput on this CPU, measured once per (machine, CPU, torch) and cached."""
+    key = f"{platform.node()}|{platform.machine()}|{platform.processor()}|{torch.__version__}"
+    path = _cache_dir() / "cpu_bf16.json"
+    cache: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(path.read_text())
+        if isinstance(cache.get(key), (int, float)):
+            return float(cache[key])
+    cpu = torch.device("cpu")
+    speedup = matmul_gflops(torch.bfloat16, cpu, 256, 0.1) / matmul_gflops(torch.float32, cpu, 256, 0.1)
     with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**cache, key: round(speedup, 3)}))
+    return speedup
 
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 512, seconds: float = 0.3) -> float:
-    """Measured GFLOP/s of one (size x size) @ (size x size) matmul in ``dtype`` on ``device``."""
+    """Measured GFLOP/s of one (size x size) @ (size x size) matmul in ``dtype`` on ``device``.
+
+    Matmuls are issued in growing bursts between device syncs, so that on a GPU the sync does not
+    dominate small sizes.
+    """
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     a @ b  # warm-up
-    n, start = 0, time.perf_counter()
+    synchronize(device)
+    n, burst, start = 0, 1, time.perf_counter()
     while True:
-        a @ b
-        n += 1
+        for _ in range(burst):
+            a @ b
         synchronize(device)
+        n += burst
         elapsed = time.perf_counter() - start
         if elapsed > seconds:
             return 2 * size**3 * n / elapsed / 1e9
+        burst = min(2 * burst, 64)
 
 
 def hardware_line(device: torch.device) -> str:
@@ -143,5 +258,3 @@ def environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
-
-

@@ -8,13 +8,10 @@ steps) -> atomic checkpoints. ``pretrain(cfg, resume=RUN)`` continues exactly wh
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
-import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +20,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maelab import checkpoint as ckpt
-from maelab.config import Config, ConfigError, config_from_dict, validate
+from maelab import rundir
+from maelab.config import Config, ConfigError, validate
 from maelab.data import DataError, class_balanced_subset, load_split
 from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
 from maelab.methods import get_method
 from maelab.optim import lr_schedule, param_groups
-from maelab.runtime import autocast, peak_memory_mb, resolve_device, resolve_precision
+from maelab.runtime import autocast, choose_precision, peak_memory_mb, resolve_device
 from maelab.tblog import TensorBoardLogger
 
 
@@ -68,36 +66,6 @@ def _rng_state(device: torch.device, perm_state: torch.Tensor) -> dict[str, torc
     return state
 
 
-def _new_run_dir(cfg: Config) -> Path:
-    if cfg.train.out:
-        run = Path(cfg.train.out)
-        if ckpt.latest_checkpoint(run) is not None:
-            raise ConfigError(f"--out {run} already holds a run; continue it with --resume {run} or pick another --out")
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run = Path("runs") / f"{cfg.train.method}-{cfg.model.name}-{stamp}"
-    run.mkdir(parents=True, exist_ok=True)
-    return run
-
-
-def load_run_config(run: str | Path) -> Config:
-    """The resolved config a run was started with (``RUN/config.json``), strictly validated."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"--resume {run}: no {path}; is this a maelab run directory?")
-    cfg = config_from_dict(json.loads(path.read_text()), str(path))
-    validate(cfg)
-    return cfg
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric records written after the checkpoint we resume from (they will be redone)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
 def _batches(perm: torch.Tensor, start: int, steps: int, batch_size: int, accum: int) -> Iterator[list[torch.Tensor]]:
     for s in range(start, steps):
         yield [perm[(s * accum + a) * batch_size : (s * accum + a + 1) * batch_size] for a in range(accum)]
@@ -118,7 +86,7 @@ def pretrain(
     Under torchrun every process trains on its shard of the data with DDP; rank 0 writes files.
     """
     if resume is not None:
-        cfg = load_run_config(resume)
+        cfg = rundir.load_config(resume)
         for key, value in (overrides or {}).items():
             setattr(cfg.train, key, value)
         validate(cfg)
@@ -151,7 +119,9 @@ def _train(
     start_time = time.perf_counter()
     t = cfg.train
     method = get_method(t.method)
-    amp_dtype = resolve_precision(t.precision, device)
+    precision = choose_precision(t.precision, device)
+    if info.is_main:  # once, also under --quiet: a bf16/fp32 surprise changes speed and results
+        print(precision.describe(), flush=True)
     images = _load_shard(cfg, info, device)
     n_images = images.shape[0]
     steps_per_epoch = n_images // (t.batch_size * t.accum_steps)
@@ -183,7 +153,7 @@ def _train(
         run = resume
         step, elapsed_before = _restore(run, model, optimizer, perm_gen, device, info, steps_per_epoch)
     else:
-        run = _new_run_dir(cfg) if info.is_main else Path(cfg.train.out or "runs")
+        run = rundir.new_run_dir(cfg) if info.is_main else Path(cfg.train.out or "runs")
     if method.setup is not None:  # the method's per-step schedules (e.g. DINO's teacher momentum)
         method.setup(model, steps_per_epoch, total_steps, step)
     if info.enabled:  # different masks and crops per process, reproducible from the seed
@@ -193,9 +163,8 @@ def _train(
 
     write = info.is_main
     if write:
-        cfg.save(run / "config.json")
-    metrics_path = run / "metrics.jsonl"
-    log_file = open(metrics_path, "a") if write else None  # noqa: SIM115 - closed in finally
+        rundir.save_config(run, cfg)
+    metrics = rundir.MetricsLog(run, enabled=write)  # closed in finally
     tb = TensorBoardLogger(run, cfg, purge_step=step) if t.tensorboard and write else None
     bar = tqdm(
         total=total_steps, initial=step, disable=t.quiet or not write, unit="step", dynamic_ncols=True,
@@ -238,7 +207,10 @@ def _train(
                     for i, idx in enumerate(micro_batches):
                         # DDP averages gradients once per optimizer step, on the last micro-batch.
                         sync = not info.enabled or i == len(micro_batches) - 1
-                        with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast(device, amp_dtype):
+                        with (
+                            contextlib.nullcontext() if sync else train_model.no_sync(),
+                            autocast(device, precision.dtype),
+                        ):
                             loss = method.loss(forward_model, images[idx], cfg)
                         (loss / t.accum_steps).backward()
                         window_loss += loss.detach() / t.accum_steps
@@ -276,9 +248,7 @@ def _train(
                             record["weight_decay"] = round(wds[step - 1], 6)
                         if method.metrics is not None:  # e.g. DINO's teacher entropy
                             record.update(method.metrics(model))
-                        if log_file is not None:
-                            log_file.write(json.dumps(record) + "\n")
-                            log_file.flush()
+                        metrics.append(record)
                         if tb is not None:
                             tb.log_scalars(step, record)
                         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lrs[step - 1]:.2e}", img_s=f"{img_s:.0f}")
@@ -304,13 +274,14 @@ def _train(
                         return run
     finally:
         bar.close()
-        if log_file is not None:
-            log_file.close()
+        metrics.close()
         if tb is not None:
             tb.close()
         if write and status != "interrupted":
-            _write_summary(run, cfg, status, step, total_steps, elapsed_before + time.perf_counter() - start_time,
-                           metrics_path, device, amp_dtype)  # fmt: skip
+            wall = elapsed_before + time.perf_counter() - start_time
+            summary = rundir.summarize(run, status, step, total_steps, wall, eff_batch, str(device), precision.name,
+                                       precision.reason, peak_memory_mb(device))  # fmt: skip
+            rundir.write_summary(run, summary)
     return run
 
 
@@ -323,7 +294,7 @@ def _restore(
     With the same number of processes the run continues exactly; with another world size the
     step is mapped by epoch progress (the global batch, and so the steps per epoch, changed).
     """
-    found = ckpt.latest_checkpoint(run)
+    found = rundir.latest_checkpoint(run)
     if found is None:
         raise ckpt.CheckpointError(f"--resume {run}: no complete checkpoint in {run}/checkpoints")
     ckpt.load_state_strict(model, ckpt.load_weights(found), str(found))
@@ -346,23 +317,5 @@ def _restore(
                 f"continuing at the start of epoch {epoch + 1} (step {step})"
             )
     if info.is_main:
-        _truncate_metrics(run / "metrics.jsonl", meta["step"])
+        rundir.truncate_metrics(run, meta["step"])
     return step, meta.get("wall_time", 0.0)
-
-
-def _write_summary(
-    run: Path, cfg: Config, status: str, step: int, total_steps: int, wall: float, metrics_path: Path,
-    device: torch.device, amp_dtype: torch.dtype | None,
-) -> None:  # fmt: skip
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    speeds = [r["img_per_s"] for r in records[1:]] or [r["img_per_s"] for r in records]
-    summary = {
-        "status": status, "steps": step, "total_steps": total_steps, "wall_time_s": round(wall, 2),
-        "final_loss": records[-1]["loss"] if records else None,
-        "first_loss": records[0]["loss"] if records else None,
-        "median_img_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None,
-        "peak_memory_mb": round(peak_memory_mb(device), 1), "device": str(device),
-        "precision": "fp32" if amp_dtype is None else "bf16", "torch": torch.__version__,
-        "python": sys.version.split()[0], "finished_at": datetime.now().isoformat(timespec="seconds"),
-    }  # fmt: skip
-    ckpt.atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")

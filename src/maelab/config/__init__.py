@@ -12,6 +12,27 @@ from maelab.config.core import (
     opt,
     update_section,
 )
+from maelab.config.evaluation import (
+    BenchOptions,
+    ExportOptions,
+    FinetuneConfig,
+    FinetuneOptions,
+    FrozenEvalOptions,
+    KnnOptions,
+    LinearOptions,
+    ProbeConfig,
+    ReconstructOptions,
+    ReportOptions,
+)
+from maelab.config.experiments import (
+    COMPARE_PRETRAIN_DEFAULTS,
+    PRESETS,
+    CompareOptions,
+    EvalSettings,
+    SweepOptions,
+    SweepPreset,
+    method_config,
+)
 from maelab.config.pretrain import (
     METHOD_TRAIN_DEFAULTS,
     SECTIONS,
@@ -28,6 +49,10 @@ from maelab.config.pretrain import (
 )
 
 __all__ = [
+    "BenchOptions", "ExportOptions", "FinetuneConfig", "FinetuneOptions", "FrozenEvalOptions", "KnnOptions",
+    "LinearOptions", "ProbeConfig", "ReconstructOptions", "ReportOptions",
+    "COMPARE_PRETRAIN_DEFAULTS", "PRESETS", "CompareOptions", "EvalSettings", "SweepOptions", "SweepPreset",
+    "method_config",
     "METHOD_TRAIN_DEFAULTS", "SECTIONS", "Config", "ConfigError", "DataConfig", "DinoConfig", "ModelConfig",
     "TrainConfig", "config_dict_with_defaults", "config_differences", "config_from_dict", "dino_checks",
     "field_types", "load_toml", "opt", "resolve_config", "update_section", "validate",

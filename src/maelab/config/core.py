@@ -7,7 +7,8 @@ import difflib
 import sys
 from dataclasses import field
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -15,9 +16,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def opt(default: Any, help: str, flag: str | None = None) -> Any:
-    """A dataclass field with a help text (and optionally a CLI flag name other than the field's)."""
-    meta = {"help": help, "flag": flag}
+def opt(default: Any, help: str, flag: str | None = None, **cli: Any) -> Any:
+    """A dataclass field with a help text (and optionally a CLI flag name other than the field's).
+
+    ``cli`` holds extra argparse settings of the field's flag (``choices``, ``metavar``,
+    ``action="append"``); fields made without ``opt`` get no flag.
+    """
+    meta = {"help": help, "flag": flag, "cli": cli}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,6 +45,9 @@ def unknown_key(key: str, known: list[str], where: str) -> ConfigError:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check/convert a value from a file to the field's type; the error names ``where``."""
+    args = [a for a in get_args(typ) if a is not type(None)]
+    if get_origin(typ) in (Union, UnionType):  # X | None: None means "not set" (e.g. the run's own value)
+        return None if value is None else _coerce(value, args[0], where)
     if typ is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -56,10 +64,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
-    # tuple[float, ...]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
-        raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
-    return tuple(float(v) for v in value)
+    # tuple[X, ...]: a list of X (numbers unless the element type says otherwise)
+    item = args[0] if args else float
+    if not isinstance(value, (list, tuple)):
+        kind = "numbers" if item in (int, float) else f"{item.__name__} values"
+        raise ConfigError(f"{where}: expected a list of {kind}, got {value!r}")
+    return tuple(_coerce(v, item, where) for v in value)
 
 
 def update_section(section: Any, values: dict[str, Any], where: str) -> None:

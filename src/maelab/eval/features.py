@@ -32,6 +32,7 @@ from maelab.checkpoint import CheckpointError, atomic_write, load_state_strict, 
 from maelab.config import Config, ConfigError
 from maelab.data import cache_dir
 from maelab.models.vit import set_fused_attention
+from maelab.runtime import autocast, choose_precision
 
 POOLINGS = ("cls", "mean")
 # Bump when extraction changes in a way that alters stored features.
@@ -65,6 +66,8 @@ class FeatureSet:
     labels: torch.Tensor
     from_cache: bool
     seconds: float
+    precision: str = "fp32"  # the extraction's precision (fp32 / bf16 autocast), see runtime.choose_precision
+    precision_reason: str = ""
 
     def get(self, pooling: str) -> torch.Tensor:
         """The (N, D) features of ``pooling``; a clear error if this encoder has no such pooling."""
@@ -238,13 +241,16 @@ def extract_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "features",
+    precision: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """uint8 images (N, C, H, W) -> {pooling: (N, D) float32 on the CPU} for every pooling the encoder has.
 
-    Eval mode, masking off, fp32, no augmentation: normalise with the encoder's mean/std and, if
-    H differs from ``encoder.img_size``, resize bicubically (antialiased).
+    Eval mode, masking off, no augmentation: normalise with the encoder's mean/std and, if H differs
+    from ``encoder.img_size``, resize bicubically (antialiased). The encoder runs under ``precision``
+    (``auto``: bf16 autocast where bf16 is native, see ``runtime.choose_precision``); features are stored in fp32.
     """
     device = torch.device(device)
+    amp_dtype = choose_precision(precision, device).dtype
     module = encoder.module.to(device).eval()
     set_fused_attention(module, device.type == "cuda")  # the explicit path is faster on CPUs
     poolings = [p for p in POOLINGS if p != "cls" or encoder.num_prefix_tokens >= 1]
@@ -254,17 +260,24 @@ def extract_features(
         x = normalize(images[start : start + batch_size].to(device), encoder.mean, encoder.std)
         if x.shape[-1] != encoder.img_size or x.shape[-2] != encoder.img_size:
             x = F.interpolate(x, size=(encoder.img_size,) * 2, mode="bicubic", align_corners=False, antialias=True)
-        tokens = encoder.tokens(x).float()  # (B, T, D)
+        with autocast(device, amp_dtype):
+            tokens = encoder.tokens(x).float()  # (B, T, D)
         for p in poolings:
             out[p].append(pool_tokens(tokens, p, encoder.num_prefix_tokens).cpu())
     return {p: torch.cat(v) if v else torch.zeros(0) for p, v in out.items()}
 
 
-def feature_cache_path(encoder: Encoder, images: torch.Tensor, labels: torch.Tensor, split: str) -> Path:
-    """Where the features of ``encoder`` on these images are cached (one file holds every pooling)."""
+def feature_cache_path(
+    encoder: Encoder, images: torch.Tensor, labels: torch.Tensor, split: str, precision: str = "fp32"
+) -> Path:
+    """Where the features of ``encoder`` on these images are cached (one file holds every pooling).
+
+    ``precision`` is the resolved one (fp32 | bf16): bf16 features differ, so they get their own key;
+    fp32 keys are unchanged, so caches written before precision was a choice stay valid.
+    """
     key = _hash_json(
         FEATURE_CACHE_VERSION, encoder.digest, encoder.mean, encoder.std, encoder.img_size,
-        encoder.num_prefix_tokens, data_digest(images, labels),
+        encoder.num_prefix_tokens, data_digest(images, labels), *([] if precision == "fp32" else [precision]),
     )  # fmt: skip
     return cache_dir() / "features" / f"{split}-n{images.shape[0]}-{key[:24]}.safetensors"
 
@@ -278,23 +291,27 @@ def cached_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     cache: bool = True,
+    precision: str = "auto",
 ) -> FeatureSet:
-    """Features of ``images`` (N, C, H, W) uint8 from the cache, or extracted (and cached) now."""
+    """Features of ``images`` (N, C, H, W) uint8 from the cache, or extracted (and cached) now,
+    under ``precision`` (auto | fp32 | bf16, resolved for ``device``; part of the cache key)."""
     start = time.perf_counter()
-    path = feature_cache_path(encoder, images, labels, split)
+    choice = choose_precision(precision, torch.device(device))
+    path = feature_cache_path(encoder, images, labels, split, choice.name)
     if cache and path.is_file():
         try:
             stored = load_file(str(path))
             feats = {p: stored[p] for p in POOLINGS if p in stored}
-            return FeatureSet(feats, stored["labels"], True, time.perf_counter() - start)
+            return FeatureSet(feats, stored["labels"], True, time.perf_counter() - start, choice.name, choice.reason)
         except Exception as e:  # a corrupt cache file costs a re-extraction, never the evaluation
             warnings.warn(f"ignoring unreadable feature cache {path}: {e}", stacklevel=2)
-    feats = extract_features(encoder, images, batch_size, device, progress, desc=f"{split} features {encoder.name}")
+    desc = f"{split} features {encoder.name}"
+    feats = extract_features(encoder, images, batch_size, device, progress, desc, choice.name)
     if cache:
         tensors = {**{p: f.contiguous() for p, f in feats.items()}, "labels": labels.long().contiguous()}
-        meta = {"encoder": encoder.name, "spec": json.dumps(encoder.spec), "split": split}
+        meta = {"encoder": encoder.name, "spec": json.dumps(encoder.spec), "split": split, "precision": choice.name}
         try:
             atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         except OSError as e:
             warnings.warn(f"could not cache features at {path}: {e}", stacklevel=2)
-    return FeatureSet(feats, labels.long(), False, time.perf_counter() - start)
+    return FeatureSet(feats, labels.long(), False, time.perf_counter() - start, choice.name, choice.reason)

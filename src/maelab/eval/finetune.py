@@ -12,7 +12,7 @@ from the MAE's own random initialisation, so "pretraining vs none" is one flag a
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import timm
@@ -22,54 +22,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maelab.augment import normalize, random_resized_crop
-from maelab.config import Config, ConfigError
+from maelab.config import Config, ConfigError, FinetuneConfig
 from maelab.data import ImageData
 from maelab.export import TIMM_MODEL_NAME, timm_kwargs
 from maelab.methods import build_mae
 from maelab.models.mae import MAE
 from maelab.models.vit import set_fused_attention
 from maelab.optim import lr_schedule
-from maelab.runtime import autocast, resolve_device, resolve_precision
-
-
-@dataclass
-class FinetuneConfig:
-    """The fine-tuning recipe (the same for the pretrained encoder and the from-scratch baseline)."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    blr: float = 1.0e-3  # lr = blr * batch_size / 256
-    min_lr: float = 1.0e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    drop_path: float = 0.1
-    label_smoothing: float = 0.1
-    crop_min_scale: float = 0.25  # random-resized-crop area in [crop_min_scale, 1]
-    hflip: bool = True
-    global_pool: str = "avg"  # avg: mean of the normed patch tokens; token: the CLS token
-    eval_every: int = 0  # epochs between test evaluations; 0 = only after the last epoch
-    seed: int = 0
-    device: str = "auto"
-    quiet: bool = False
-
-    def validate(self) -> None:
-        """Reject values that cannot work, naming the option."""
-        checks = [
-            (self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
-            (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
-            (self.blr > 0, f"--blr must be > 0, got {self.blr}"),
-            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
-            (0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 < self.crop_min_scale <= 1, f"--crop-min-scale must be in (0, 1], got {self.crop_min_scale}"),
-            (self.global_pool in ("avg", "token"), f"--global-pool must be avg or token, got {self.global_pool!r}"),
-            (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+from maelab.runtime import autocast, choose_precision, resolve_device
 
 
 def timm_vit(cfg: Config, num_classes: int, global_pool: str = "avg", drop_path: float = 0.0) -> nn.Module:
@@ -83,7 +43,7 @@ def timm_vit(cfg: Config, num_classes: int, global_pool: str = "avg", drop_path:
     return timm.create_model(TIMM_MODEL_NAME, pretrained=False, **kwargs)
 
 
-def load_encoder(vit: nn.Module, mae: MAE | nn.Module) -> None:
+def copy_encoder_weights(vit: nn.Module, mae: MAE | nn.Module) -> None:
     """Copy ``mae``'s encoder (any method's module with ``encoder_state_dict()``, e.g. MAE or DINO)
     into ``vit``; everything but the head must match exactly.
 
@@ -114,7 +74,7 @@ def build_classifier(mae: MAE | nn.Module | None, cfg: Config, ft: FinetuneConfi
         mae = build_mae(cfg)  # the same initialisation pretraining starts from
     torch.manual_seed(ft.seed)
     vit = timm_vit(cfg, num_classes, ft.global_pool, ft.drop_path)
-    load_encoder(vit, mae)
+    copy_encoder_weights(vit, mae)
     return vit
 
 
@@ -130,18 +90,26 @@ def accuracy(model: nn.Module, data: ImageData, cfg: Config, batch_size: int = 5
 
 
 def finetune(
-    mae: MAE | nn.Module | None, cfg: Config, ft: FinetuneConfig, train: ImageData, test: ImageData, label: str = "finetune"
+    mae: MAE | nn.Module | None,
+    cfg: Config,
+    ft: FinetuneConfig,
+    train: ImageData,
+    test: ImageData,
+    label: str = "finetune",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune ``mae``'s encoder (or, ``mae=None``, a random one) on ``train``; score on ``test``.
 
-    ``cfg`` is the pretraining run's config (model sizes, normalisation). Returns a dict with
-    ``top1`` (test accuracy, %), the per-epoch ``history`` (mean train loss, test top-1 when
-    evaluated), ``first_loss`` / ``last_loss`` and ``wall_time_s``.
+    ``cfg`` is the pretraining run's config (model sizes, normalisation); ``precision`` (auto | fp32 |
+    bf16) as ``runtime.choose_precision``. Returns a dict with ``top1`` (test accuracy, %), the
+    per-epoch ``history`` (mean train loss, test top-1 when evaluated), ``first_loss`` / ``last_loss``,
+    ``precision`` / ``precision_reason`` and ``wall_time_s``.
     """
     ft.validate()
     start_time = time.perf_counter()
     device = resolve_device(ft.device)
-    amp_dtype = resolve_precision("auto", device)  # fp32 on CPU: bf16 is emulated and very slow there
+    choice = choose_precision(precision, device)  # auto: bf16 only where it is native (CUDA, AVX-512 BF16 / AMX)
+    amp_dtype = choice.dtype
     num_classes = len(train.classes)
     model = build_classifier(mae, cfg, ft, num_classes).to(device)
     set_fused_attention(model, device.type == "cuda")  # explicit attention is faster on CPUs
@@ -196,56 +164,6 @@ def finetune(
         "init": "scratch" if mae is None else cfg.train.method, "top1": history[-1]["test_top1"],
         "first_loss": history[0]["train_loss"], "last_loss": history[-1]["train_loss"], "history": history,
         "train_images": len(train), "test_images": len(test), "steps": total_steps, "peak_lr": peak_lr,
-        "device": str(device), "precision": "fp32" if amp_dtype is None else "bf16",
+        "device": str(device), **choice.as_dict(),
         "wall_time_s": round(time.perf_counter() - start_time, 2), "recipe": asdict(ft),
     }  # fmt: skip
-
-
-def finetune_run(
-    run: str,
-    ft: FinetuneConfig,
-    data_dir: str | None = None,
-    subset: int = 0,
-    test_subset: int = 0,
-    from_scratch: bool = False,
-    baseline: bool = True,
-) -> dict[str, Any]:
-    """What ``maelab eval finetune RUN`` does: fine-tune RUN's encoder (or, ``from_scratch``, only the
-    random-init encoder) on the train split (``subset`` class-balanced images, 0 = all), score on the
-    test split, and unless ``baseline=False`` also run the identical recipe from scratch. Writes
-    ``RUN/eval/finetune[_scratch].{json,md}`` and returns the result (with a markdown ``table``)."""
-    from maelab.data import class_balanced_subset, load_split
-    from maelab.eval.results import markdown_table, write_eval_report
-    from maelab.methods import load_model
-
-    ft.validate()
-    pretrained, cfg = load_model(run, "cpu")  # MAE or DINO: both give their encoder under timm names
-    method = cfg.train.method
-    d = cfg.data
-    root = data_dir or d.data_dir
-    train = load_split(root, "train", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
-    test = load_split(root, "test", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
-    train = class_balanced_subset(train, subset) if subset else train
-    test = class_balanced_subset(test, test_subset) if test_subset else test
-
-    inits = ["scratch"] if from_scratch else [method] + (["scratch"] if baseline else [])
-    results = {}
-    for init in inits:
-        label = f"fine-tune ({method.upper()} init)" if init == method else "fine-tune (random init)"
-        results[init] = finetune(pretrained if init == method else None, cfg, ft, train, test, label)
-    rows = [
-        [(f"{method.upper()} pretrained" if k == method else "random init"), r["top1"], r["first_loss"], r["last_loss"],
-         r["wall_time_s"]]
-        for k, r in results.items()
-    ]  # fmt: skip
-    table = markdown_table(["encoder", "test top-1 (%)", "first-epoch loss", "last-epoch loss", "time (s)"], rows)
-    recipe = (
-        f"{ft.epochs} epochs, batch {ft.batch_size}, blr {ft.blr:g}, layer decay {ft.layer_decay:g}, drop path "
-        f"{ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, {len(train)} train / {len(test)} test images"
-    )
-    markdown = f"# Fine-tuning of {run}\n\n{recipe}.\n\n{table}"
-    result: dict[str, Any] = {"run": run, "subset": subset, "test_subset": test_subset, **results}
-    name = "finetune_scratch" if from_scratch else "finetune"
-    result["json"], result["markdown"] = map(str, write_eval_report(run, name, result, markdown))
-    result["table"] = f"{recipe}\n{table}"
-    return result

@@ -28,6 +28,7 @@ from maelab.eval.features import (
 )
 from maelab.eval.knn import DEFAULT_TEMPERATURE, knn_accuracy
 from maelab.eval.linear_probe import ProbeConfig, holdout_split, linear_probe
+from maelab.runtime import choose_precision
 
 
 @dataclass
@@ -98,10 +99,11 @@ def load_eval_data(data_dir: str | None, cfg: Config | None, subset: int = 0, te
 
 
 def _features(
-    encoder: Encoder, data: EvalData, batch_size: int, device: torch.device, progress: bool, cache: bool
+    encoder: Encoder, data: EvalData, batch_size: int, device: torch.device, progress: bool, cache: bool, precision: str
 ) -> tuple[FeatureSet, FeatureSet]:
-    train = cached_features(encoder, data.train.images, data.train.labels, "train", batch_size, device, progress, cache)
-    test = cached_features(encoder, data.test.images, data.test.labels, "test", batch_size, device, progress, cache)
+    args = (batch_size, device, progress, cache, precision)
+    train = cached_features(encoder, data.train.images, data.train.labels, "train", *args)
+    test = cached_features(encoder, data.test.images, data.test.labels, "test", *args)
     return train, test
 
 
@@ -124,13 +126,16 @@ def evaluate_knn(
     device: torch.device | str = "cpu",
     progress: bool = True,
     cache: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Weighted k-NN top-1 (%) of every encoder and pooling; the first encoder is the evaluated one."""
+    """Weighted k-NN top-1 (%) of every encoder and pooling; the first encoder is the evaluated one.
+    Features are extracted under ``precision`` (auto | fp32 | bf16, see ``runtime.choose_precision``)."""
     device = torch.device(device)
+    choice = choose_precision(precision, device)
     start = time.perf_counter()
     rows = []
     for i, encoder in enumerate(encoders):
-        feats = _features(encoder, data, batch_size, device, progress, cache)
+        feats = _features(encoder, data, batch_size, device, progress, cache, choice.name)
         for j, pooling in enumerate(poolings):
             t0 = time.perf_counter()
             acc = knn_accuracy(
@@ -142,7 +147,8 @@ def evaluate_knn(
                 top1={str(k): round(v, 2) for k, v in acc.items()}, eval_seconds=round(time.perf_counter() - t0, 2)
             )
             rows.append(row)
-    settings = {"ks": list(ks), "temperature": temperature, "poolings": list(poolings), "device": str(device)}
+    settings = {"ks": list(ks), "temperature": temperature, "poolings": list(poolings), "device": str(device),
+                **choice.as_dict()}  # fmt: skip
     return {"evaluation": "knn", "source": encoders[0].spec, "data": data.info, "settings": settings, "results": rows,
             "wall_time_s": round(time.perf_counter() - start, 2)}  # fmt: skip
 
@@ -156,14 +162,17 @@ def evaluate_linear(
     device: torch.device | str = "cpu",
     progress: bool = True,
     cache: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Linear-probe accuracies (%) of every encoder and pooling, lr chosen on held-out train features."""
+    """Linear-probe accuracies (%) of every encoder and pooling, lr chosen on held-out train features.
+    Features are extracted under ``precision`` (auto | fp32 | bf16, see ``runtime.choose_precision``)."""
     device = torch.device(device)
+    choice = choose_precision(precision, device)
     probe = probe or ProbeConfig()
     start = time.perf_counter()
     rows = []
     for i, encoder in enumerate(encoders):
-        feats = _features(encoder, data, batch_size, device, progress, cache)
+        feats = _features(encoder, data, batch_size, device, progress, cache, choice.name)
         for j, pooling in enumerate(poolings):
             t0 = time.perf_counter()
             result = linear_probe(
@@ -179,7 +188,7 @@ def evaluate_linear(
             rows.append(row)
     heldout = len(holdout_split(len(data.train), probe.val_fraction, probe.seed)[1])
     settings = {**asdict(probe), "lrs": list(probe.lrs), "poolings": list(poolings), "device": str(device),
-                "heldout_images": heldout, "feature_batch_size": batch_size}  # fmt: skip
+                "heldout_images": heldout, "feature_batch_size": batch_size, **choice.as_dict()}  # fmt: skip
     return {"evaluation": "linear", "source": encoders[0].spec, "data": data.info, "settings": settings, "results": rows,
             "wall_time_s": round(time.perf_counter() - start, 2)}  # fmt: skip
 
@@ -190,6 +199,11 @@ def _data_line(info: dict[str, Any]) -> str:
         f"{info['train_images']} train images (subset: {info['train_subset']}), {info['test_images']} test images "
         f"(subset: {info['test_subset']}), {info['classes']} classes, from {info['data_dir'] or '$MAELAB_DATA'}"
     )
+
+
+def _precision(settings: dict[str, Any]) -> str:
+    # Reports written before precision was a choice have no such key (their features were fp32).
+    return f", features in {settings['precision']} ({settings['precision_reason']})" if "precision" in settings else ""
 
 
 def _seconds(row: dict[str, Any]) -> str:
@@ -213,7 +227,7 @@ def knn_markdown(report: dict[str, Any]) -> str:
     for r in report["results"]:
         accs = " | ".join(f"{r['top1'][k]:.2f}" for k in ks)
         lines.append(f"| {r['encoder']} | {r['pooling']} | {accs} | {_seconds(r)} | {r['eval_seconds']:.1f} |")
-    lines += ["", f"Total wall time: {report['wall_time_s']:.1f} s on {s['device']}."]
+    lines += ["", f"Total wall time: {report['wall_time_s']:.1f} s on {s['device']}{_precision(s)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +260,7 @@ def linear_markdown(report: dict[str, Any]) -> str:
             + " | ".join(f"{r['heldout_accuracy'][lr]:.2f}" for lr in lrs)
             + " |"
         )
-    lines += ["", f"Total wall time: {report['wall_time_s']:.1f} s on {s['device']}."]
+    lines += ["", f"Total wall time: {report['wall_time_s']:.1f} s on {s['device']}{_precision(s)}."]
     return "\n".join(lines) + "\n"
 
 

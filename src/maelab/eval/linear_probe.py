@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-DEFAULT_LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-DEFAULT_EPOCHS = 100
-DEFAULT_BATCH_SIZE = 256
+# The probe's settings are options of `maelab eval linear`; imported here for the Python API.
+from maelab.config.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LRS, ProbeConfig  # noqa: F401
+
 # Multiply-adds per probe step below which a CPU probe runs on one thread (see _one_thread_if_small).
 SMALL_STEP_MACS = 1 << 24
 
@@ -44,19 +44,6 @@ class LinearProbe(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.norm(x)  # (B, D)
         return (z @ self.weight.flatten(1)).view(x.shape[0], *self.bias.shape) + self.bias  # (B, H, C)
-
-
-@dataclass
-class ProbeConfig:
-    """SGD (momentum 0.9, no weight decay, as MAE's probe) with a per-step cosine schedule after a warm-up."""
-
-    lrs: Sequence[float] = DEFAULT_LRS
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    momentum: float = 0.9
-    warmup_fraction: float = 0.1
-    val_fraction: float = 0.1
-    seed: int = 0
 
 
 @dataclass

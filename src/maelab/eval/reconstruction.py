@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from maelab.augment import denormalize, normalize
 from maelab.models.mae import MAE
+from maelab.runtime import autocast, choose_precision
 
 # Largest PSNR reported: an exact reconstruction would be +inf, which JSON and means cannot hold.
 PSNR_CAP = 100.0
@@ -100,13 +101,18 @@ def reconstruct(
     std: Sequence[float],
     noise: torch.Tensor,
     mask_ratio: float | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> Reconstruction:
     """Mask ``images`` (uint8 (B, C, H, W)) with ``noise`` (B, N) at ``mask_ratio`` (default: the
-    model's) and reconstruct them. Returns a :class:`Reconstruction` in [0, 1] pixel space."""
+    model's) and reconstruct them. Returns a :class:`Reconstruction` in [0, 1] pixel space.
+
+    ``amp_dtype`` (None = fp32) autocasts the model's forward only; the metrics are computed in fp32.
+    """
     ratio = model.mask_ratio if mask_ratio is None else mask_ratio
     x = normalize(images, mean, std)
-    latent, mask, ids_restore = model.forward_encoder(x, ratio, noise.to(x.device))
-    pred = model.forward_decoder(latent, ids_restore)  # (B, N, p*p*C)
+    with autocast(x.device, amp_dtype):
+        latent, mask, ids_restore = model.forward_encoder(x, ratio, noise.to(x.device))
+        pred = model.forward_decoder(latent, ids_restore)  # (B, N, p*p*C)
     per_patch = ((pred.float() - model.target(x)) ** 2).mean(dim=-1)  # (B, N)
     loss_space = (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
     original = denormalize(x, mean, std)
@@ -147,23 +153,26 @@ def evaluate_reconstruction(
     batch_size: int = 500,
     indices: torch.Tensor | None = None,
     quiet: bool = True,
-) -> dict[str, float]:
+    precision: str = "auto",
+) -> dict[str, float | int | str]:
     """Reconstruction quality of ``model`` on uint8 ``images`` (N, C, H, W) under fixed masks.
 
     ``indices`` picks the images to score (default: all); image ``i`` always gets noise row ``i``
-    of :func:`fixed_noise` (N rows), so a subset sees the same masks as the full split.
-    Returns mse_loss_space, psnr, ssim (means over images), mask_ratio, num_images, seed.
+    of :func:`fixed_noise` (N rows), so a subset sees the same masks as the full split. The model runs
+    under ``precision`` (auto | fp32 | bf16, see ``runtime.choose_precision``).
+    Returns mse_loss_space, psnr, ssim (means over images), mask_ratio, num_images, seed, precision, precision_reason.
     """
     ratio = model.mask_ratio if mask_ratio is None else mask_ratio
     noise = fixed_noise(images.shape[0], model.num_patches, seed)
     idx = torch.arange(images.shape[0]) if indices is None else indices.cpu()
     device = next(model.parameters()).device
+    choice = choose_precision(precision, device)
     sums = {"mse_loss_space": 0.0, "psnr": 0.0, "ssim": 0.0}
     for start in tqdm(range(0, len(idx), batch_size), disable=quiet, desc="reconstruction", unit="batch"):
         batch = idx[start : start + batch_size]
-        r = reconstruct(model, images[batch.to(images.device)].to(device), mean, std, noise[batch], ratio)
+        r = reconstruct(model, images[batch.to(images.device)].to(device), mean, std, noise[batch], ratio, choice.dtype)
         sums["mse_loss_space"] += r.loss_space_mse.sum().item()
         sums["psnr"] += psnr_from_mse(masked_mse(r.prediction, r.original, r.mask)).sum().item()
         sums["ssim"] += masked_ssim(r.pasted, r.original, r.mask).sum().item()
     out = {k: v / len(idx) for k, v in sums.items()}
-    return {**out, "mask_ratio": ratio, "num_images": len(idx), "seed": seed}
+    return {**out, "mask_ratio": ratio, "num_images": len(idx), "seed": seed, **choice.as_dict()}

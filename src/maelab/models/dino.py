@@ -15,8 +15,10 @@ Evaluation uses the teacher's backbone, as DINO does: :meth:`DINO.forward_featur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from maelab.models.vit import ViTEncoder, set_fused_attention
+from maelab.models.vit import EncoderSpec, ViTEncoder, set_fused_attention, spec_from
 
 
 # ------------------------------------------------------------------------------------ schedules
@@ -129,9 +131,28 @@ class MultiCropNet(nn.Module):
         return self.head(torch.cat(cls_tokens))
 
 
+@dataclass(frozen=True)
+class DINOSpec(EncoderSpec):
+    """DINO: the encoder's :class:`EncoderSpec` plus head, temperatures and momentums (names as ``DinoConfig``'s)."""
+
+    out_dim: int = 4096  # prototypes
+    head_hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True  # fix the weight-norm gain of the head's last layer to 1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 10.0
+    momentum_teacher: float = 0.996
+    center_momentum: float = 0.9
+    dino_grad_clip: float = 3.0  # per-parameter gradient norm clip (0 = off)
+    freeze_last_layer: float = 1.0  # epochs during which the head's last layer gets no gradient
+
+
 class DINO(nn.Module):
     """Student and EMA teacher (same ViT + DINO head), centring and sharpening, multi-crop loss.
 
+    ``DINO(spec)`` or ``DINO(embed_dim=..., out_dim=..., ...)`` with the fields of :class:`DINOSpec`.
     ``forward(crops)`` returns the loss of one batch of crops ([2 global, L local] tensors, see
     :func:`maelab.augment_dino.dino_multicrop`) and updates the center. The training loop calls
     :meth:`setup` once, :meth:`before_optimizer_step` after backward and :meth:`after_step` after
@@ -139,52 +160,21 @@ class DINO(nn.Module):
     on the device and read only by :meth:`log_metrics`, at log steps.
     """
 
-    def __init__(
-        self,
-        img_size: int = 32,
-        patch_size: int = 4,
-        in_channels: int = 3,
-        embed_dim: int = 256,
-        depth: int = 4,
-        heads: int = 4,
-        mlp_ratio: float = 4.0,
-        pos_embed: str = "sincos",
-        drop_path: float = 0.0,
-        out_dim: int = 4096,
-        head_hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        norm_last_layer: bool = True,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.07,
-        warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: float = 10.0,
-        momentum_teacher: float = 0.996,
-        center_momentum: float = 0.9,
-        grad_clip: float = 3.0,
-        freeze_last_layer: float = 1.0,
-    ) -> None:
+    def __init__(self, spec: DINOSpec | None = None, **fields: Any) -> None:
         super().__init__()
-        vit = dict(
-            img_size=img_size, patch_size=patch_size, in_channels=in_channels, embed_dim=embed_dim, depth=depth,
-            heads=heads, mlp_ratio=mlp_ratio, pos_embed=pos_embed,
-        )  # fmt: skip
-        head = dict(out_dim=out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=bottleneck_dim)
-        self.student = MultiCropNet(
-            ViTEncoder(**vit, drop_path=drop_path), DINOHead(embed_dim, **head, norm_last_layer=norm_last_layer)
-        )
+        spec = dataclasses.replace(spec, **fields) if spec is not None else DINOSpec(**fields)
+        self.spec = spec
+        encoder = spec_from(EncoderSpec, spec)
+
+        def head() -> DINOHead:
+            return DINOHead(spec.embed_dim, spec.out_dim, spec.head_hidden_dim, spec.bottleneck_dim, spec.norm_last_layer)
+
+        self.student = MultiCropNet(ViTEncoder(encoder), head())
         # The teacher starts as a copy of the student and never gets gradients (no drop path, as in DINO).
-        self.teacher = MultiCropNet(ViTEncoder(**vit), DINOHead(embed_dim, **head, norm_last_layer=norm_last_layer))
+        self.teacher = MultiCropNet(ViTEncoder(dataclasses.replace(encoder, drop_path=0.0)), head())
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.out_dim = out_dim
-        self.student_temp = student_temp
-        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
-        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
-        self.momentum_teacher = momentum_teacher
-        self.center_momentum = center_momentum
-        self.grad_clip = grad_clip
-        self.freeze_last_layer = freeze_last_layer
+        self.register_buffer("center", torch.zeros(1, spec.out_dim))
         self._stats = torch.zeros(3)  # running sums of (teacher entropy, KL, center norm) since the last log
         self._stats_n = 0
         self.setup(1, 1)
@@ -193,19 +183,19 @@ class DINO(nn.Module):
     def setup(self, steps_per_epoch: int, total_steps: int, start_step: int = 0) -> None:
         """Precompute the per-step schedules for a run of ``total_steps`` steps; continue at ``start_step``."""
         self.steps_per_epoch, self.total_steps, self.step = steps_per_epoch, total_steps, start_step
-        warmup = round(self.warmup_teacher_temp_epochs * steps_per_epoch)
-        momentums = momentum_schedule(self.momentum_teacher, total_steps)
+        warmup = round(self.spec.warmup_teacher_temp_epochs * steps_per_epoch)
+        momentums = momentum_schedule(self.spec.momentum_teacher, total_steps)
         self.momentums = momentums.tolist()
         self.teacher_temps = teacher_temp_schedule(
-            self.warmup_teacher_temp, self.teacher_temp, min(warmup, total_steps), total_steps
+            self.spec.warmup_teacher_temp, self.spec.teacher_temp, min(warmup, total_steps), total_steps
         ).tolist()
-        self.freeze_steps = round(self.freeze_last_layer * steps_per_epoch)
+        self.freeze_steps = round(self.spec.freeze_last_layer * steps_per_epoch)
         left = teacher_init_weight(momentums)
         if total_steps > 1 and start_step == 0 and left > 0.1:
             # Found on a 120-step CPU run: with 0.996 the teacher stayed ~80% random init, its outputs
             # near uniform and its k-NN at the random-init level, which looks like collapse but is not.
             warnings.warn(
-                f"--momentum-teacher {self.momentum_teacher:g} over {total_steps} steps leaves {left:.0%} of the "
+                f"--momentum-teacher {self.spec.momentum_teacher:g} over {total_steps} steps leaves {left:.0%} of the "
                 f"random initialisation in the teacher at the end (DINO's 0.996 assumes ~10^5 steps); for a run "
                 f"this short try --momentum-teacher {suggest_momentum(total_steps):.3f}",
                 stacklevel=2,
@@ -214,8 +204,8 @@ class DINO(nn.Module):
     def before_optimizer_step(self, step: int) -> None:
         """After backward: clip each student gradient (DINO's clip 3.0) and drop the last layer's
         gradients while ``step`` is in the first ``freeze_last_layer`` epochs (so AdamW skips it)."""
-        if self.grad_clip > 0:
-            clip_grads_per_parameter([p for p in self.student.parameters() if p.requires_grad], self.grad_clip)
+        if self.spec.dino_grad_clip > 0:
+            clip_grads_per_parameter([p for p in self.student.parameters() if p.requires_grad], self.spec.dino_grad_clip)
         if step < self.freeze_steps:
             for p in self.student.head.last_layer.parameters():
                 p.grad = None
@@ -252,7 +242,7 @@ class DINO(nn.Module):
         n_teacher = 2
         n_crops = student_out.shape[0] * n_teacher // teacher_out.shape[0]
         b = teacher_out.shape[0] // n_teacher
-        log_p_student = F.log_softmax(student_out.float() / self.student_temp, dim=-1).view(n_crops, b, -1)
+        log_p_student = F.log_softmax(student_out.float() / self.spec.student_temp, dim=-1).view(n_crops, b, -1)
         teacher_logits = (teacher_out.float() - self.center) / teacher_temp
         p_teacher = F.softmax(teacher_logits, dim=-1).view(n_teacher, b, -1).detach()
         ce = -torch.einsum("tbk,sbk->ts", p_teacher, log_p_student) / b  # (2, n_crops): mean CE of each pair
@@ -275,7 +265,7 @@ class DINO(nn.Module):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_center)
             batch_center /= dist.get_world_size()
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
+        self.center.mul_(self.spec.center_momentum).add_(batch_center, alpha=1.0 - self.spec.center_momentum)
 
     def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """crops [2 global (B, C, G, G), L local (B, C, l, l)] -> scalar DINO loss."""
@@ -295,11 +285,11 @@ class DINO(nn.Module):
 
         Centred and sharpened with ``temp`` (default: the final teacher temperature)."""
         logits = self.teacher([imgs]).float() - self.center
-        return F.softmax(logits / (temp or self.teacher_temp), dim=-1)
+        return F.softmax(logits / (temp or self.spec.teacher_temp), dim=-1)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The teacher encoder's weights under timm ``VisionTransformer`` names (as ``MAE.encoder_state_dict``)."""
-        return dict(self.teacher.backbone.state_dict())
+        return self.teacher.backbone.encoder_state_dict()
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Use SDPA (``True``, GPUs) or explicit matmul-softmax attention (``False``, CPUs)."""
@@ -309,7 +299,7 @@ class DINO(nn.Module):
     def config(self) -> dict[str, Any]:
         """The teacher backbone's sizes (for reports)."""
         b = self.teacher.backbone
-        return {"embed_dim": b.embed_dim, "patch_size": b.patch_size, "out_dim": self.out_dim}
+        return {"embed_dim": b.embed_dim, "patch_size": b.patch_size, "out_dim": self.spec.out_dim}
 
 
 @torch.no_grad()

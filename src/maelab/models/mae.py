@@ -8,85 +8,73 @@ at every masked position (un-shuffled with ``ids_restore``) + decoder positional
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.layers import PatchEmbed
 from torch import nn
 
 from maelab.models.masking import num_visible, patchify, random_masking, unpatchify
 from maelab.models.vit import (
+    ENCODER_PREFIXES,
+    EncoderSpec,
+    ViTEncoder,
     get_preset,
     init_mae_weights,
     make_blocks,
     norm_layer,
-    set_fused_attention,
     sincos_pos_embed,
 )
 
-# Keys of the encoder in timm's VisionTransformer naming; everything else belongs to the decoder.
-ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+__all__ = ["ENCODER_PREFIXES", "MAE", "MAESpec"]
 
 
-class MAE(nn.Module):
-    """ViT masked autoencoder whose encoder uses timm ``VisionTransformer`` parameter names."""
+@dataclass(frozen=True)
+class MAESpec(EncoderSpec):
+    """An MAE: its encoder's :class:`EncoderSpec` plus the decoder and the loss (names as ``ModelConfig``'s)."""
 
-    def __init__(
-        self,
-        img_size: int = 32,
-        patch_size: int = 4,
-        in_channels: int = 3,
-        embed_dim: int = 256,
-        encoder_depth: int = 4,
-        encoder_heads: int = 4,
-        decoder_embed_dim: int = 128,
-        decoder_depth: int = 2,
-        decoder_heads: int = 4,
-        mask_ratio: float = 0.75,
-        norm_pix_loss: bool = False,
-        mlp_ratio: float = 4.0,
-        pos_embed: str = "sincos",
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
-        if embed_dim % encoder_heads or decoder_embed_dim % decoder_heads:
+    decoder_embed_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    mask_ratio: float = 0.75  # fraction of patches removed per image
+    norm_pix_loss: bool = False  # regress per-patch normalised pixels
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decoder_embed_dim % self.decoder_heads:
             raise ValueError(
-                f"embed_dim={embed_dim} / encoder_heads={encoder_heads} and decoder_embed_dim="
-                f"{decoder_embed_dim} / decoder_heads={decoder_heads} must divide evenly"
+                f"decoder_embed_dim={self.decoder_embed_dim} is not divisible by decoder_heads={self.decoder_heads}"
             )
-        if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
-        self.config: dict[str, Any] = dict(
-            img_size=img_size, patch_size=patch_size, in_channels=in_channels, embed_dim=embed_dim,
-            encoder_depth=encoder_depth, encoder_heads=encoder_heads, decoder_embed_dim=decoder_embed_dim,
-            decoder_depth=decoder_depth, decoder_heads=decoder_heads, mask_ratio=mask_ratio,
-            norm_pix_loss=norm_pix_loss, mlp_ratio=mlp_ratio, pos_embed=pos_embed, drop_path=drop_path,
-        )  # fmt: skip
-        self.patch_size = patch_size
-        self.in_channels = in_channels
-        self.mask_ratio = mask_ratio
-        self.norm_pix_loss = norm_pix_loss
-        grid = img_size // patch_size
-        self.num_patches = grid * grid
-        num_visible(self.num_patches, mask_ratio)
-        learned = pos_embed == "learned"
+        num_visible(self.grid**2, self.mask_ratio)
 
-        # --- encoder (timm VisionTransformer names) ---
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_channels, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(grid, embed_dim), requires_grad=learned)
-        self.blocks = make_blocks(embed_dim, encoder_depth, encoder_heads, mlp_ratio, drop_path)
-        self.norm = norm_layer(embed_dim)
+
+class MAE(ViTEncoder):
+    """ViT masked autoencoder: a :class:`ViTEncoder` (timm ``VisionTransformer`` names) plus masking and a decoder.
+
+    ``MAE(img_size=32, patch_size=4, embed_dim=256, encoder_depth=4, ...)`` takes the fields of
+    :class:`MAESpec` as keywords, or ``MAE(spec)``. The encoder's parameters sit at the top level
+    (``cls_token``, ``blocks.0...``), so ``encoder_state_dict()`` loads strict into timm.
+    """
+
+    def __init__(self, spec: MAESpec | None = None, **fields: Any) -> None:
+        spec = dataclasses.replace(spec, **fields) if spec is not None else MAESpec(**fields)
+        super().__init__(spec, init_weights=False)  # initialised below, with the decoder
+        self.spec: MAESpec = spec
+        self.config: dict[str, Any] = dataclasses.asdict(spec)
+        self.in_channels = spec.in_channels
+        self.mask_ratio = spec.mask_ratio
+        self.norm_pix_loss = spec.norm_pix_loss
+        self.num_patches = spec.grid**2
+        dd, learned = spec.decoder_embed_dim, spec.pos_embed == "learned"
 
         # --- decoder ---
-        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(sincos_pos_embed(grid, decoder_embed_dim), requires_grad=learned)
-        self.decoder_blocks = make_blocks(decoder_embed_dim, decoder_depth, decoder_heads, mlp_ratio)
-        self.decoder_norm = norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_channels)
+        self.decoder_embed = nn.Linear(spec.embed_dim, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.decoder_pos_embed = nn.Parameter(sincos_pos_embed(spec.grid, dd), requires_grad=learned)
+        self.decoder_blocks = make_blocks(dd, spec.decoder_depth, spec.decoder_heads, spec.mlp_ratio)
+        self.decoder_norm = norm_layer(dd)
+        self.decoder_pred = nn.Linear(dd, spec.patch_size**2 * spec.in_channels)
 
         self._init_weights()
 
@@ -98,13 +86,9 @@ class MAE(nn.Module):
         return cls(patch_size=patch_size, **sizes)
 
     def _init_weights(self) -> None:
-        # Same draw order as before the helper existed, so seeded weights are unchanged.
+        # One pass over encoder and decoder, in the draw order the MAE always had, so seeded weights are unchanged.
         learned = [self.pos_embed, self.decoder_pos_embed] if self.pos_embed.requires_grad else []
         init_mae_weights(self, [self.cls_token, self.mask_token, *learned])
-
-    def set_fused_attention(self, enabled: bool) -> None:
-        """Use SDPA (``True``, GPUs) or explicit matmul-softmax attention (``False``, CPUs)."""
-        set_fused_attention(self, enabled)
 
     # ------------------------------------------------------------------ patches
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -122,24 +106,17 @@ class MAE(nn.Module):
         """Encode the visible patches of ``imgs`` (B, C, H, W).
 
         Returns latent (B, 1 + N_visible, D) with CLS first, mask (B, N) with 1 = masked, and
-        ids_restore (B, N). ``mask_ratio=0`` keeps every patch in its original order.
+        ids_restore (B, N). ``mask_ratio=0`` keeps every patch in its original order (then the
+        latent equals :meth:`forward_features`).
         """
-        x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]  # (B, N, D)
+        x = self.embed_patches(imgs)  # (B, N, D): positions are added before masking
         b, n, _ = x.shape
         if mask_ratio == 0 and noise is None:
             mask = torch.zeros(b, n, device=x.device)
             ids_restore = torch.arange(n, device=x.device).expand(b, n)
         else:
             x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # (B, N_visible, D)
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(b, -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x), mask, ids_restore
-
-    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """All tokens of the unmasked image, as timm's ``forward_features``: (B, 1 + N, D)."""
-        return self.forward_encoder(imgs, 0.0)[0]
+        return self.transform(self.prepend_cls(x)), mask, ids_restore
 
     # ------------------------------------------------------------------ decoder
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
@@ -179,8 +156,3 @@ class MAE(nn.Module):
         latent, mask, ids_restore = self.forward_encoder(imgs, ratio, noise)
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
-
-    # ------------------------------------------------------------------ export helpers
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights under timm ``VisionTransformer`` names."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}

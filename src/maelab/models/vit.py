@@ -1,4 +1,9 @@
-"""ViT building blocks shared by every method: presets, positional embeddings, timm blocks.
+"""The ViT encoder every method trains, and its building blocks: presets, positional embeddings, timm blocks.
+
+:class:`ViTEncoder` is the one encoder of maelab: the MAE extends it with masking and a decoder,
+DINO wraps two of them (student and teacher). Its sizes are one :class:`EncoderSpec`, whose field
+names are those of :class:`maelab.config.ModelConfig`, so a spec is picked from a config by name
+(:func:`spec_from`) and no list of constructor arguments is repeated.
 
 The encoder's parameters carry timm ``VisionTransformer`` names (``cls_token``, ``pos_embed``,
 ``patch_embed.proj``, ``blocks.N.*``, ``norm``) so its state dict loads strict into
@@ -7,16 +12,22 @@ The encoder's parameters carry timm ``VisionTransformer`` names (``cls_token``, 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
 
 import torch
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
+# The encoder's keys in timm's VisionTransformer naming (a subclass's other keys are not the encoder's).
+ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 # LayerNorm eps 1e-6 as in timm's ViT and the MAE paper's code.
 norm_layer = partial(nn.LayerNorm, eps=1e-6)
+Spec = TypeVar("Spec")
 
 
 @dataclass(frozen=True)
@@ -102,47 +113,81 @@ def init_mae_weights(module: nn.Module, tokens: list[nn.Parameter]) -> None:
     nn.init.zeros_(module.patch_embed.proj.bias)
 
 
-class ViTEncoder(nn.Module):
-    """A ViT encoder alone (no head), its parameters under timm ``VisionTransformer`` names.
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Sizes and options of a ViT encoder; invalid combinations raise ``ValueError`` on construction.
 
-    The same building blocks and initialisation as :class:`maelab.models.mae.MAE`'s encoder, so its
-    ``state_dict()`` loads into timm exactly like ``MAE.encoder_state_dict()``. Unlike the MAE it
-    accepts any input size that is a multiple of the patch size: the positional embedding is
-    resampled (bicubic, as DINO's ``interpolate_pos_encoding``) for other grids, e.g. DINO's
-    local crops.
+    Field names are those of :class:`maelab.config.ModelConfig` (and of ``MAE(...)``'s arguments).
     """
 
-    def __init__(
-        self,
-        img_size: int = 32,
-        patch_size: int = 4,
-        in_channels: int = 3,
-        embed_dim: int = 256,
-        depth: int = 4,
-        heads: int = 4,
-        mlp_ratio: float = 4.0,
-        pos_embed: str = "sincos",
-        drop_path: float = 0.0,
-    ) -> None:
+    img_size: int = 32
+    patch_size: int = 4
+    in_channels: int = 3
+    embed_dim: int = 256
+    encoder_depth: int = 4
+    encoder_heads: int = 4
+    mlp_ratio: float = 4.0
+    pos_embed: str = "sincos"  # "sincos" (fixed 2-D) or "learned"
+    drop_path: float = 0.0  # stochastic depth rate, rising linearly to this value at the last block
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}")
+        if self.embed_dim % self.encoder_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by encoder_heads={self.encoder_heads}")
+        if self.pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {self.pos_embed!r}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per image side."""
+        return self.img_size // self.patch_size
+
+
+def spec_from(spec_type: type[Spec], *sources: object, **overrides: Any) -> Spec:
+    """A ``spec_type`` dataclass whose fields are taken by name from ``sources`` (dataclasses such as
+    the config sections, or mappings; later ones win) and ``overrides``. Other names are ignored."""
+    names = {f.name for f in dataclasses.fields(spec_type)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for source in sources:
+        items = source if isinstance(source, Mapping) else dataclasses.asdict(source)  # type: ignore[call-overload]
+        values.update((k, v) for k, v in items.items() if k in names)
+    values.update(overrides)
+    return spec_type(**values)
+
+
+class ViTEncoder(nn.Module):
+    """A ViT encoder (no head), its parameters under timm ``VisionTransformer`` names.
+
+    ``forward_features(imgs)`` reads like timm's: :meth:`embed_patches` (patch embedding + positions)
+    -> :meth:`prepend_cls` -> :meth:`transform` (blocks + final norm). Methods that change the token
+    sequence (the MAE's masking) call these steps themselves. Any input size that is a multiple of
+    the patch size works: the positional embedding is resampled (bicubic, as DINO's
+    ``interpolate_pos_encoding``) for other grids, e.g. DINO's local crops.
+
+    ``init_weights=False`` leaves the MAE initialisation to a subclass that adds modules (the MAE
+    initialises encoder and decoder in one pass, so that seeded weights stay what they were).
+    """
+
+    def __init__(self, spec: EncoderSpec | None = None, *, init_weights: bool = True) -> None:
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
-        if embed_dim % heads:
-            raise ValueError(f"embed_dim={embed_dim} is not divisible by heads={heads}")
-        if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         from timm.layers import PatchEmbed
 
-        self.patch_size = patch_size
-        self.grid = img_size // patch_size
-        self.embed_dim = embed_dim
-        learned = pos_embed == "learned"
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_channels, embed_dim, strict_img_size=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(self.grid, embed_dim), requires_grad=learned)
-        self.blocks = make_blocks(embed_dim, depth, heads, mlp_ratio, drop_path)
-        self.norm = norm_layer(embed_dim)
-        init_mae_weights(self, [self.cls_token] + ([self.pos_embed] if learned else []))
+        spec = spec if spec is not None else EncoderSpec()
+        self.spec = spec
+        self.patch_size = spec.patch_size
+        self.grid = spec.grid
+        self.embed_dim = spec.embed_dim
+        learned = spec.pos_embed == "learned"
+        self.patch_embed = PatchEmbed(
+            spec.img_size, spec.patch_size, spec.in_channels, spec.embed_dim, strict_img_size=False
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
+        self.pos_embed = nn.Parameter(sincos_pos_embed(spec.grid, spec.embed_dim), requires_grad=learned)
+        self.blocks = make_blocks(spec.embed_dim, spec.encoder_depth, spec.encoder_heads, spec.mlp_ratio, spec.drop_path)
+        self.norm = norm_layer(spec.embed_dim)
+        if init_weights:
+            init_mae_weights(self, [self.cls_token] + ([self.pos_embed] if learned else []))
 
     def pos_embed_for(self, grid: int) -> torch.Tensor:
         """(1, 1 + grid**2, D): the positional embedding, bicubically resampled when ``grid`` differs."""
@@ -152,12 +197,34 @@ class ViTEncoder(nn.Module):
 
         return resample_abs_pos_embed(self.pos_embed, [grid, grid], [self.grid, self.grid], num_prefix_tokens=1)
 
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs (B, C, H, H) with H a multiple of the patch size -> normed tokens (B, 1 + (H/p)**2, D), CLS first."""
+    def embed_patches(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (B, C, H, H) -> patch tokens with their positions added (B, N, D), N = (H/p)**2, no CLS."""
         pos = self.pos_embed_for(imgs.shape[-1] // self.patch_size)
-        x = self.patch_embed(imgs) + pos[:, 1:, :]  # (B, N, D)
-        cls = (self.cls_token + pos[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
+        return self.patch_embed(imgs) + pos[:, 1:, :]
+
+    def prepend_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """tokens (B, n, D) -> (B, 1 + n, D): the CLS token (plus its position) in front."""
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L, D) -> the transformer blocks, then the final norm: (B, L, D)."""
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (B, C, H, H) -> all normed tokens (B, 1 + N, D), CLS first, as timm's ``forward_features``."""
+        return self.transform(self.prepend_cls(self.embed_patches(imgs)))
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward_features` (a subclass such as the MAE may return its loss instead)."""
+        return self.forward_features(imgs)
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights under timm ``VisionTransformer`` names (a subclass's other modules left out)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+
+    def set_fused_attention(self, enabled: bool) -> None:
+        """Use SDPA (``True``, GPUs) or explicit matmul-softmax attention (``False``, CPUs), in every block."""
+        set_fused_attention(self, enabled)

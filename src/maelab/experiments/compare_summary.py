@@ -1,43 +1,22 @@
 """The results folder of ``maelab compare``: summary.md, summary.csv and plots, from measured numbers only.
 
 Differences between two accuracies on the same n test images are judged against twice their
-binomial standard error, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n): smaller differences are reported
-as "within noise", never as a win.
+standard error (:func:`maelab.eval.results.versus`): smaller differences are reported as "within
+noise", never as a win.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from maelab.checkpoint import atomic_write_text
-
-POOLINGS = ("cls", "mean")
+from maelab.eval.results import fmt, markdown_table, versus, write_csv
+from maelab.experiments.compare_plan import POOLINGS
+from maelab.experiments.plots import plot_compare
 
 
 # ------------------------------------------------------------------------------------ numbers -> words
-def two_se(a: float, b: float, n: int) -> float:
-    """Twice the standard error (in % points) of the difference of accuracies a, b (in %) on n images."""
-    pa, pb = a / 100, b / 100
-    return 200 * math.sqrt(max(pa * (1 - pa) + pb * (1 - pb), 1e-12) / max(n, 1))
-
-
-def versus(name_a: str, a: float, name_b: str, b: float, n: int) -> tuple[str | None, str]:
-    """(winner or None when within noise, a sentence with both numbers and the noise level)."""
-    noise = two_se(a, b, n)
-    if abs(a - b) <= noise:
-        return (
-            None,
-            f"{name_a} {a:.1f}% vs {name_b} {b:.1f}%: within noise (difference {abs(a - b):.1f} <= 2 SE {noise:.1f})",
-        )
-    win, lose, wa, wb = (name_a, name_b, a, b) if a > b else (name_b, name_a, b, a)
-    return win, f"{win} {wa:.1f}% vs {lose} {wb:.1f}%: {win} better by {wa - wb:.1f} points (2 SE {noise:.1f})"
-
-
 def best_pooling(accs: dict[str, float]) -> tuple[str, float]:
     """(pooling, accuracy) of the better pooling."""
     p = max(accs, key=lambda k: accs[k])
@@ -67,35 +46,30 @@ def rows(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict) 
     return out
 
 
-def _cell(v: Any, fmt: str = "{:.1f}") -> str:
-    return "-" if v is None else (fmt.format(v) if isinstance(v, float) else str(v))
-
-
 def results_table(table: list[dict[str, Any]]) -> str:
-    head = ("| encoder | epochs | wall (s) | train (s) | img/s | s/epoch | peak mem (MB) | k-NN cls | k-NN mean | "
-            "linear cls | linear mean | fine-tune |")  # fmt: skip
-    lines = [head, "|---|" + "---:|" * 11]
-    for r in table:
-        cells = [r["encoder"], _cell(r["epochs"], "{:g}"), _cell(r["wall_time_s"]), _cell(r["train_time_s"]),
-                 _cell(r["img_per_s"], "{:.0f}"),
-                 _cell(r["seconds_per_epoch"]), _cell(r["peak_memory_mb"], "{:.0f}")]  # fmt: skip
-        cells += [_cell(r[k]) for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "finetune")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """The markdown table of :func:`rows`: speed, size and accuracies of every encoder."""
+    headers = ["encoder", "epochs", "wall (s)", "train (s)", "img/s", "s/epoch", "peak mem (MB)", "k-NN cls",
+               "k-NN mean", "linear cls", "linear mean", "fine-tune"]  # fmt: skip
+    cells = [
+        [r["encoder"], fmt(r["epochs"], "g"), fmt(r["wall_time_s"]), fmt(r["train_time_s"]), fmt(r["img_per_s"], ".0f"),
+         fmt(r["seconds_per_epoch"]), fmt(r["peak_memory_mb"], ".0f")]
+        + [fmt(r[k]) for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "finetune")]
+        for r in table
+    ]  # fmt: skip
+    return markdown_table(headers, cells, align="l" + "r" * 11)
 
 
 def trajectory_table(trained: dict) -> str:
-    lines = ["| method | epoch | k-NN cls | k-NN mean | teacher entropy | marginal entropy | log K |",
-             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    """The markdown table of the checks during pretraining: k-NN per pooling and DINO's teacher entropies."""
+    headers = ["method", "epoch", "k-NN cls", "k-NN mean", "teacher entropy", "marginal entropy", "log K"]
+    cells = []
     for m, rec in trained.items():
         for p in rec.get("trajectory", []):
             t = p.get("teacher", {})
-            lines.append(
-                f"| {m.upper()} | {p['epoch']:g} | {p['knn']['cls']:.1f} | {p['knn']['mean']:.1f} | "
-                f"{_cell(t.get('entropy'), '{:.3f}')} | {_cell(t.get('marginal_entropy'), '{:.3f}')} | "
-                f"{_cell(t.get('max_entropy'), '{:.3f}')} |"
-            )
-    return "\n".join(lines) + "\n"
+            cells.append([m.upper(), f"{p['epoch']:g}", f"{p['knn']['cls']:.1f}", f"{p['knn']['mean']:.1f}",
+                          fmt(t.get("entropy"), ".3f"), fmt(t.get("marginal_entropy"), ".3f"),
+                          fmt(t.get("max_entropy"), ".3f")])  # fmt: skip
+    return markdown_table(headers, cells, align="l" + "r" * 6)
 
 
 # ------------------------------------------------------------------------------------ the answer
@@ -116,8 +90,9 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
 
     # What is learned: where the information sits (CLS vs mean of patch tokens).
     learned = []
-    for m, why in (("MAE", "reconstructing pixels trains local patch features and gives the CLS token no objective"),
-                   ("DINO", "the loss acts on the CLS token only, as an embedding invariant across crops")):  # fmt: skip
+    reasons = (("MAE", "reconstructing pixels trains local patch features and gives the CLS token no objective"),
+               ("DINO", "the loss acts on the CLS token only, as an embedding invariant across crops"))  # fmt: skip
+    for m, why in reasons:
         winner, text = versus("CLS", lin[m]["cls"], "mean", lin[m]["mean"], n_test)
         expected = "mean" if m == "MAE" else "CLS"
         verdict = ("consistent with: " if winner == expected else "not visible here, though: ") + why
@@ -136,9 +111,9 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
     if mae.get("img_per_s") and dino.get("img_per_s"):
         ratio = mae["img_per_s"] / dino["img_per_s"]
         speed = (
-            f"MAE {mae['img_per_s']:.0f} img/s, {_cell(mae['seconds_per_epoch'])} s/epoch, "
-            f"{_cell(mae['peak_memory_mb'], '{:.0f}')} MB; DINO {dino['img_per_s']:.0f} img/s, "
-            f"{_cell(dino['seconds_per_epoch'])} s/epoch, {_cell(dino['peak_memory_mb'], '{:.0f}')} MB: DINO is "
+            f"MAE {mae['img_per_s']:.0f} img/s, {fmt(mae['seconds_per_epoch'])} s/epoch, "
+            f"{fmt(mae['peak_memory_mb'], '.0f')} MB; DINO {dino['img_per_s']:.0f} img/s, "
+            f"{fmt(dino['seconds_per_epoch'])} s/epoch, {fmt(dino['peak_memory_mb'], '.0f')} MB: DINO is "
             f"{ratio:.2f}x {'slower' if ratio >= 1 else 'faster'} per image (it runs the student on 2 global + local "
             "crops and the teacher on 2 global crops, all patches; MAE encodes only the visible patches once)"
         )
@@ -160,8 +135,8 @@ def verdict(frozen: dict, finetuned: dict, n_test: int) -> str:
     """One paragraph: which method transferred better in this run, counting only wins beyond noise."""
     wins: dict[str, list[str]] = {"MAE": [], "DINO": []}
     ties = []
-    tests = [("k-NN", max(frozen["knn"]["MAE"].values()), max(frozen["knn"]["DINO"].values())),
-             ("linear probe", max(frozen["linear"]["MAE"].values()), max(frozen["linear"]["DINO"].values()))]  # fmt: skip
+    tests = [(name, max(frozen[key]["MAE"].values()), max(frozen[key]["DINO"].values()))
+             for name, key in (("k-NN", "knn"), ("linear probe", "linear"))]  # fmt: skip
     if finetuned:
         tests.append(("fine-tuning", finetuned["MAE"]["top1"], finetuned["DINO"]["top1"]))
     for name, a, b in tests:
@@ -200,80 +175,6 @@ def collapse_line(trained: dict) -> str:
     )
 
 
-# ------------------------------------------------------------------------------------ files
-def write_csv(table: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
-    return buf.getvalue()
-
-
-def _metrics(run: str | Path) -> list[dict[str, Any]]:
-    path = Path(run) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def plot_all(out: Path, trained: dict, table: list[dict[str, Any]]) -> list[Path]:
-    """plots/loss_curves.png, plots/trajectory.png, plots/accuracy_bars.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    paths = []
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, m in zip(axes, ("mae", "dino"), strict=True):
-        recs = _metrics(trained[m]["run"])
-        ax.plot([r["epoch"] for r in recs], [r["loss"] for r in recs], label="loss")
-        for key in ("kl", "teacher_entropy"):
-            if recs and key in recs[0]:
-                ax.plot([r["epoch"] for r in recs], [r[key] for r in recs], label=key.replace("_", " "))
-        ax.set(title=f"{m.upper()} pretraining", xlabel="epoch")
-        ax.legend()
-    fig.tight_layout()
-    paths.append(plots / "loss_curves.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for m in ("mae", "dino"):
-        traj = trained[m].get("trajectory", [])
-        for p in POOLINGS:
-            axes[0].plot([t["epoch"] for t in traj], [t["knn"][p] for t in traj], marker="o", label=f"{m.upper()} {p}")
-    axes[0].set(title="k-NN top-1 (k=20) during pretraining", xlabel="epoch", ylabel="%")
-    axes[0].legend()
-    traj = [t for t in trained["dino"].get("trajectory", []) if "teacher" in t]
-    for key, label in (("entropy", "mean entropy"), ("marginal_entropy", "entropy of mean"), ("max_entropy", "log K")):
-        axes[1].plot([t["epoch"] for t in traj], [t["teacher"][key] for t in traj], marker="o", label=label)
-    axes[1].set(title="DINO teacher output entropy (nats)", xlabel="epoch")
-    axes[1].legend()
-    fig.tight_layout()
-    paths.append(plots / "trajectory.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
-    groups = [
-        k for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "finetune") if table[0].get(k) is not None
-    ]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    width = 0.8 / len(table)
-    for i, r in enumerate(table):
-        xs = [g + (i - (len(table) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [r[k] or 0 for k in groups], width, label=r["encoder"])
-    ax.set_xticks(range(len(groups)), [g.replace("_", " ") for g in groups])
-    ax.set(ylabel="test top-1 (%)", title="Transfer accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(plots / "accuracy_bars.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    return paths
-
-
 def write_results(
     out: Path, data: dict[str, Any], trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict,
     command: str = "", device: str = "cpu",
@@ -291,7 +192,7 @@ def write_results(
     settings = data["settings"]["config"]
     opts = data["settings"]["options"]
     m, t, d, dr = settings["model"], settings["train"], settings["data"], data["settings"]["dino_recipe"]
-    plot_paths = plot_all(out, trained, table)
+    plot_paths = plot_compare(out, trained, table)
     lines = [
         "# MAE vs DINO on the same encoder",
         "",
@@ -305,8 +206,9 @@ def write_results(
         f"patch {m['patch_size']}, {m['img_size']} px). Pretraining data: {d['subset'] or 'all'} training images of "
         f"{d['data_dir'] or '$MAELAB_DATA'}, {t['epochs']} epochs, batch {t['batch_size']}, warm-up "
         f"{t['warmup_epochs']:g} epochs, seed {t['seed']}. MAE: blr {t['blr']:g}, betas {tuple(t['betas'])}, weight "
-        f"decay {t['weight_decay']:g}, mask ratio {m['mask_ratio']:g}. DINO: blr {dr['blr']:g}, betas {tuple(dr['betas'])}, "
-        f"weight decay {dr['weight_decay']:g}" + (f" -> {dr['weight_decay_end']:g} (cosine)" if dr.get("weight_decay_end", -1) >= 0 else "")
+        f"decay {t['weight_decay']:g}, mask ratio {m['mask_ratio']:g}. DINO: blr {dr['blr']:g}, betas "
+        f"{tuple(dr['betas'])}, weight decay {dr['weight_decay']:g}"
+        + (f" -> {dr['weight_decay_end']:g} (cosine)" if dr.get("weight_decay_end", -1) >= 0 else "")
         + f", min lr {dr['min_lr']:g}, "
         f"{settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
         "",
@@ -342,4 +244,4 @@ def write_results(
         "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in plot_paths) + ". All numbers: metrics.json.",
     ]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "summary.csv", write_csv(table))
+    write_csv(out / "summary.csv", table)

@@ -1,0 +1,102 @@
+"""Resumable stages of an experiment: ``OUT/<state>.json`` holds the settings and every finished stage.
+
+The file is ``{"settings": {...}, "stages": {name: result}}``, rewritten atomically after each
+stage, so an experiment stopped at any point (Ctrl-C, a crash, a lost machine) is continued by
+running it again with the same settings: finished stages are read back, not redone. Running it
+with other settings is refused with the keys that differ, since mixing the two would report
+numbers that no single setting produced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from maelab.config import ConfigError, config_dict_with_defaults, config_differences
+from maelab.eval.results import write_json
+
+T = TypeVar("T")
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so stored and new settings compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def _drop(settings: dict[str, Any], dotted: str) -> None:
+    """Remove the key at ``a.b.c`` from nested dicts (absent: nothing to do)."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        settings = settings.get(key) if isinstance(settings.get(key), dict) else {}
+    settings.pop(last, None)
+
+
+class Stages:
+    """The state file of one experiment: its settings and the results of its finished stages.
+
+    ``config_keys``: settings entries that hold a ``Config.to_dict()``; ``option_defaults``: settings
+    entries that hold an options dataclass, with its defaults. In a file written by an older maelab,
+    options added since take their defaults, so an upgrade does not block a resume. ``ignore``:
+    dotted settings keys that may change between runs (e.g. ``pretrain.train.quiet``); they are not
+    stored. ``what`` names the experiment in the error (e.g. "a sweep").
+    """
+
+    def __init__(
+        self, path: Path, settings: dict[str, Any], what: str, config_keys: Sequence[str] = (),
+        option_defaults: dict[str, dict[str, Any]] | None = None, ignore: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.config_keys, self.option_defaults, self.ignore = tuple(config_keys), option_defaults or {}, tuple(ignore)
+        now = self._normalized(settings)
+        if not self.path.is_file():
+            self.data: dict[str, Any] = {"settings": now, "stages": {}}
+            self.save()
+            return
+        try:
+            old = json.loads(self.path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{self.path}: not valid JSON ({e}); delete it to start {what} afresh") from e
+        if "settings" not in old:  # sweep.json before stages were recorded: the settings alone
+            old = {"settings": old, "stages": {}}
+        stored = self._normalized(old["settings"])
+        if stored != now:
+            diff = config_differences(stored, now)
+            raise ConfigError(
+                f"{self.path.parent} holds {what} with other settings ({'; '.join(diff[:6])}; in {self.path}); "
+                "re-run it with its own settings to continue it, or pass another --out"
+            )
+        self.data = {**old, "settings": now}
+
+    def _normalized(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """JSON-equal settings with the options they predate filled in and the ignored keys dropped."""
+        out = _as_json(settings)
+        for key in self.config_keys:
+            if isinstance(out.get(key), dict):
+                out[key] = config_dict_with_defaults(out[key], str(self.path))
+        for key, defaults in self.option_defaults.items():
+            if isinstance(out.get(key), dict):
+                out[key] = {**_as_json(defaults), **out[key]}
+        for dotted in self.ignore:
+            _drop(out, dotted)
+        return out
+
+    def get(self, name: str) -> Any:
+        """The stored result of stage ``name``, or None when it has not finished."""
+        return self.data["stages"].get(name)
+
+    def put(self, name: str, value: T) -> T:
+        """Record stage ``name`` as finished with ``value`` (JSON-able) and rewrite the file; returns ``value``."""
+        self.data["stages"][name] = value
+        self.save()
+        return value
+
+    def once(self, name: str, compute: Callable[[], T]) -> T:
+        """The stored result of stage ``name``, or ``compute()`` recorded as it (the stage runs once)."""
+        done = self.get(name)
+        return done if done is not None else self.put(name, compute())
+
+    def save(self) -> None:
+        """Rewrite the file atomically (a crash leaves the previous version, never half a file)."""
+        write_json(self.path, self.data)

@@ -1,0 +1,145 @@
+"""The plan of a mask-ratio sweep: its resolved settings, the names and paths of its runs, its state
+file, and the timing rule of the equal wall-clock budget.
+
+Values: defaults < ``--preset`` < ``--config`` file < flags. The plan is fixed when the sweep
+starts: a re-run with other settings is refused (see :mod:`maelab.experiments.stages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maelab.config import Config, ConfigError, config_from_dict, resolve_config, validate
+from maelab.config.experiments import EvalSettings, SweepOptions
+from maelab.experiments.stages import Stages
+from maelab.rundir import training_seconds
+
+# The slower ratios first train this fraction of their steps to measure their speed, which sets
+# the step at which they reach the equal wall-clock budget.
+PROBE_FRACTION = 0.1
+STATE_FILE = "sweep.json"
+VIEWS = ("equal epochs", "equal time")  # the two comparisons of the report: same epochs, same training time
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep needs; ``base`` is the pretraining config (mask ratio and out set per run)."""
+
+    out: Path
+    preset: str
+    ratios: tuple[float, ...]
+    budget_ratio: float | None
+    base: Config
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings (the ``settings`` of ``sweep.json`` and of ``metrics.json``)."""
+        return {
+            "preset": self.preset, "ratios": list(self.ratios), "budget_ratio": self.budget_ratio,
+            "pretrain": self.base.to_dict(), "eval": dataclasses.asdict(self.eval),
+        }  # fmt: skip
+
+
+def _merge(low: dict[str, dict[str, Any]], high: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in low.items()}
+    for section, values in high.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def make_plan(
+    options: SweepOptions | None = None,
+    file_values: dict[str, Any] | None = None,
+    cli_values: dict[str, dict[str, Any]] | None = None,
+    eval_values: dict[str, Any] | None = None,
+    where: str = "command line",
+) -> SweepPlan:
+    """Resolve a sweep: defaults < the preset < TOML ``file_values`` < ``cli_values`` (pretraining flags
+    given) and ``eval_values`` (:class:`EvalSettings` fields given).
+
+    ``cli_values["train"]["out"]`` is the results folder (default ``runs/sweep-<preset>``). Every
+    run's config is validated now, not half-way through the sweep.
+    """
+    options = options or SweepOptions()
+    preset, ratios, budget_ratio = options.resolve()
+    cli = {k: dict(v) for k, v in (cli_values or {}).items()}
+    if "mask_ratio" in cli.get("model", {}):
+        raise ConfigError("--mask-ratio: the sweep sets it per run; give the ratios with --mask-ratios")
+    out = Path(cli.get("train", {}).pop("out", "") or f"runs/sweep-{options.preset}")
+    base = resolve_config(_merge(preset.pretrain, file_values or {}), cli, where)
+    if base.train.method != "mae":
+        raise ConfigError(f"--method {base.train.method}: the mask-ratio sweep needs MAE runs")
+    for r in ratios:
+        try:
+            validate(dataclasses.replace(base, model=dataclasses.replace(base.model, mask_ratio=r)))
+        except ConfigError as e:
+            raise ConfigError(f"--mask-ratios {r:g}: {e}") from e
+    ev = dataclasses.replace(preset.eval, **(eval_values or {}))
+    ev.validate()
+    from maelab.data import resolve_data_dir
+
+    # Runs and evaluations read the same data whatever $MAELAB_DATA says later.
+    base.data.data_dir = str(resolve_data_dir(base.data.data_dir or None).resolve())
+    base.train.out = ""
+    return SweepPlan(out, options.preset, ratios, budget_ratio, base, ev)
+
+
+def open_stages(plan: SweepPlan) -> Stages:
+    """``OUT/sweep.json``: created for a new sweep, or checked against ``plan`` to continue one.
+    ``--quiet`` is the only setting a re-run may change."""
+    return Stages(
+        plan.out / STATE_FILE, plan.to_dict(), "a sweep", config_keys=("pretrain",),
+        option_defaults={"eval": dataclasses.asdict(EvalSettings())}, ignore=("pretrain.train.quiet",),
+    )  # fmt: skip
+
+
+def run_name(ratio: float) -> str:
+    """``mr0.75``: the name of a ratio's run, evaluation and figure files."""
+    return f"mr{ratio:g}"
+
+
+def run_config(plan: SweepPlan, ratio: float) -> Config:
+    """The pretraining config of one ratio: the base config with its mask ratio and run directory."""
+    cfg = config_from_dict(plan.base.to_dict(), "sweep")
+    cfg.model.mask_ratio = ratio
+    cfg.train.out = str(plan.out / "runs" / run_name(ratio))
+    return cfg
+
+
+def budget_dir(plan: SweepPlan, ratio: float) -> Path:
+    """Where the equal wall-clock checkpoint of ``ratio`` is kept."""
+    return plan.out / "budget" / run_name(ratio)
+
+
+def knn_k(plan: SweepPlan) -> str:
+    """The k shown in tables, sentences and plots: 20 (DINO's default) when evaluated."""
+    return "20" if 20 in plan.eval.ks else str(plan.eval.ks[0])
+
+
+def images_per_step(cfg: Config) -> int:
+    """Images per optimizer step of a one-process run."""
+    return cfg.train.batch_size * cfg.train.accum_steps
+
+
+def budget_step(
+    records: list[dict[str, Any]], images_per_step: int, probe: int, budget_seconds: float
+) -> tuple[float, int]:
+    """(seconds per step, the step at which training time reaches ``budget_seconds``) from the metric
+    records of the first ``probe`` steps.
+
+    The first logged window holds the slow first steps (allocator warm-up), so the rate comes from
+    the windows after it and the first window counts once at its measured length.
+    """
+    seen = [r for r in records if r["step"] <= probe]
+    total = training_seconds(records, images_per_step, probe)
+    if len(seen) < 2:
+        sps = total / probe
+        return sps, math.floor(budget_seconds / sps)
+    first = seen[0]["step"]
+    t_first = training_seconds(records, images_per_step, first)
+    sps = (total - t_first) / (probe - first)
+    return sps, first + math.floor((budget_seconds - t_first) / sps)
