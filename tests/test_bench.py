@@ -76,9 +76,10 @@ def test_sdpa_and_explicit_attention_give_the_same_loss_and_grads():
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
 
 
-def test_maelab_contender_picks_explicit_attention_on_cpu():
+def test_maelab_contender_picks_explicit_attention_on_cpu(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))  # a CPU without native bf16
     c = bench.maelab_contender("ref", device="cpu")
-    assert c.precision == "fp32"  # auto precision on CPU
+    assert c.precision == "fp32"  # auto precision on a CPU without native bf16
     assert not c.module.blocks[0].attn.fused_attn
     assert bench.maelab_contender("ref", device="cpu", attention="sdpa").module.blocks[0].attn.fused_attn
     with pytest.raises(ValueError, match="attention"):

@@ -208,7 +208,7 @@ def records(run: Path) -> list[dict]:
 def test_short_dino_run_learns_without_collapse(cifar_dir: Path, tmp_path: Path) -> None:
     from maelab.models.dino import collapse_stats
 
-    dino = {"out_dim": 256, "head_hidden_dim": 64, "bottleneck_dim": 32, "local_crops": 4, "warmup_teacher_temp_epochs": 1.0}
+    dino = dict(out_dim=256, head_hidden_dim=64, bottleneck_dim=32, local_crops=4, warmup_teacher_temp_epochs=1.0)
     cfg = tiny_config(
         cifar_dir, tmp_path / "run", subset=200, dino=dino, method="dino", batch_size=20, lr=2e-3, log_every=5,
         betas=(0.9, 0.999),

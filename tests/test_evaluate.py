@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from maelab.cli import main
-from maelab.eval.knn import knn_accuracy, knn_class_scores
+from maelab.data import ImageData
+from maelab.eval.features import FeatureSet
+from maelab.eval.frozen import EvalData, evaluate_knn, evaluate_linear, knn_markdown, linear_markdown
+from maelab.eval.knn import knn_accuracy, knn_class_scores, knn_correct
 from maelab.eval.linear_probe import ProbeConfig, holdout_split, linear_probe, probe_accuracy, select_lr, train_probe
+from maelab.eval.stats import unpack_correct
 from tests.conftest import TINY_MODEL, write_image_folder
 from tests.test_features import DINO_KWARGS, DINO_NAME
 
@@ -196,3 +201,109 @@ def test_cli_eval_needs_a_run_or_a_backbone(capsys: pytest.CaptureFixture, tmp_p
     assert "no such run" in capsys.readouterr().err
     assert main(["eval", "knn", str(tmp_path), "--weights", "w.pth"]) == 2
     assert "apply to --backbone only" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ paired comparisons
+def test_knn_correct_flags_give_knn_accuracy():
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(200, 8, generator=g), torch.randn(40, 8, generator=g)
+    labels, test_labels = torch.randint(0, 3, (200,), generator=g), torch.randint(0, 3, (40,), generator=g)
+    flags = knn_correct(train, labels, test, test_labels, ks=(1, 5))
+    acc = knn_accuracy(train, labels, test, test_labels, ks=(1, 5))
+    scores = knn_class_scores(train, labels, test, 3, (1, 5))
+    for k in (1, 5):
+        assert flags[k].dtype == torch.bool and flags[k].shape == (40,)
+        assert torch.equal(flags[k], scores[k].argmax(dim=1) == test_labels)
+        assert 100.0 * flags[k].float().mean().item() == pytest.approx(acc[k])
+
+
+def test_linear_probe_reports_which_test_images_it_got_right():
+    (x, y), (xt, yt) = separable(400), separable(200, seed=1)
+    yt = yt.clone()
+    yt[:30] = (yt[:30] + 1) % 4  # 30 test images the head must get wrong
+    result = linear_probe(x, y, xt, yt, FAST)
+    assert result.test_correct.dtype == torch.bool and result.test_correct.shape == (200,)
+    assert not result.test_correct[:30].any() and result.test_correct[30:].float().mean() > 0.95
+    assert 100.0 * result.test_correct.float().mean().item() == pytest.approx(result.test_accuracy)
+
+
+def _synthetic_eval(monkeypatch: pytest.MonkeyPatch) -> tuple[list, EvalData]:
+    """A trained encoder whose 'mean' pooling is perfect and 'cls' poor, and a random init the other way round.
+
+    Like for like (same pooling) the trained encoder wins on mean and loses on cls; best pooling vs best
+    pooling (trained mean vs random-init cls) would be a tie, and crossed poolings far apart.
+    """
+    (x, y), (xt, yt) = separable(240, dim=8), separable(120, dim=8, seed=1)
+    noise = lambda n, seed: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    blurred = lambda f, seed: f + 6 * noise(f.shape[0], seed)  # noqa: E731  # class signal mostly drowned
+    sets = {
+        "trained": ({"cls": blurred(x, 1), "mean": x}, {"cls": blurred(xt, 2), "mean": xt}),
+        "random init (seed 0)": ({"cls": x, "mean": noise(240, 3)}, {"cls": xt, "mean": noise(120, 4)}),
+    }
+
+    def features(encoder, *args):
+        train, test = sets[encoder.name]
+        return FeatureSet(train, y, False, 0.0), FeatureSet(test, yt, False, 0.0)
+
+    monkeypatch.setattr("maelab.eval.frozen._features", features)
+    encoders = [
+        SimpleNamespace(name="trained", spec={"kind": "run"}),
+        SimpleNamespace(name="random init (seed 0)", spec={"kind": "random-init", "seed": 0}),
+    ]
+    split = lambda labels: ImageData(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, list("abcd"))  # noqa: E731
+    info = {"data_dir": "", "classes": 4, "train_images": 240, "test_images": 120, "train_subset": "all",
+            "test_subset": "all"}  # fmt: skip
+    return encoders, EvalData(split(y), split(yt), info)
+
+
+def _check_like_for_like(rows: list[dict], top1) -> None:
+    by = {(r["encoder"], r["pooling"]): r for r in rows}
+    base = {p: by[("random init (seed 0)", p)] for p in ("cls", "mean")}
+    assert abs(top1(base["cls"]) - top1(base["mean"])) > 30  # crossed poolings would be visibly wrong
+    assert all("vs_random_init" not in r for r in base.values())
+    for pooling in ("cls", "mean"):
+        row, entry = by[("trained", pooling)], by[("trained", pooling)]["vs_random_init"]
+        assert entry["pooling"] == pooling and entry["baseline"] == "random init (seed 0)" and entry["n"] == 120
+        assert entry["accuracy_a"] == pytest.approx(top1(row), abs=0.01)
+        assert entry["accuracy_b"] == pytest.approx(top1(base[pooling]), abs=0.01)  # same pooling's baseline
+        assert entry["difference"] == pytest.approx(top1(row) - top1(base[pooling]), abs=0.02)
+        assert entry["ci_low"] <= entry["difference"] <= entry["ci_high"]
+    # Trained wins with mean pooling, loses with cls: neither is a best-vs-best tie.
+    assert by[("trained", "mean")]["vs_random_init"]["verdict"].startswith("trained [mean] beats random init")
+    assert by[("trained", "cls")]["vs_random_init"]["verdict"].startswith("random init (seed 0) [cls] beats trained")
+
+
+def test_knn_report_stores_per_image_flags_and_pairs_like_with_like(monkeypatch: pytest.MonkeyPatch):
+    encoders, data = _synthetic_eval(monkeypatch)
+    report = evaluate_knn(encoders, data, ("cls", "mean"), ks=(5, 20), progress=False, cache=False, precision="fp32")
+    rows = report["results"]
+    for r in rows:
+        for k in ("5", "20"):
+            flags = unpack_correct(r["test_correct"][k])
+            assert flags.shape == (120,) and 100.0 * flags.mean() == pytest.approx(r["top1"][k], abs=0.005)
+    assert report["settings"]["paired_k"] == 20 and all(r["vs_random_init"]["k"] == 20 for r in rows[:2])
+    _check_like_for_like(rows, lambda r: r["top1"]["20"])
+    md = knn_markdown(json.loads(json.dumps(report)))  # as read back from knn.json
+    assert "| vs random init (paired), k=20 |" in md and "(baseline)" in md
+    assert "- trained [mean] beats random init (seed 0) [mean]" in md
+    assert md.count("McNemar p") >= 2
+
+
+def test_linear_report_stores_per_image_flags_and_pairs_like_with_like(monkeypatch: pytest.MonkeyPatch):
+    encoders, data = _synthetic_eval(monkeypatch)
+    cfg = ProbeConfig(lrs=(0.01, 0.1), epochs=4, batch_size=60)
+    report = evaluate_linear(encoders, data, ("cls", "mean"), cfg, progress=False, cache=False, precision="fp32")
+    for r in report["results"]:
+        flags = unpack_correct(r["test_correct"])
+        assert flags.shape == (120,) and 100.0 * flags.mean() == pytest.approx(r["test_top1"], abs=0.005)
+    _check_like_for_like(report["results"], lambda r: r["test_top1"])
+    md = linear_markdown(report)
+    assert "| vs random init (paired) |" in md and "- random init (seed 0) [cls] beats trained [cls]" in md
+
+
+def test_no_random_init_no_paired_column(monkeypatch: pytest.MonkeyPatch):
+    encoders, data = _synthetic_eval(monkeypatch)
+    report = evaluate_knn(encoders[:1], data, ("cls",), ks=(3,), progress=False, cache=False, precision="fp32")
+    assert report["settings"]["paired_k"] == 3 and "vs_random_init" not in report["results"][0]
+    md = knn_markdown(report)
+    assert "vs random init" not in md and "Paired comparisons" not in md

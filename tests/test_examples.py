@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import timm
 from safetensors.torch import load_file
+
+from .conftest import write_image_folder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = pytest.mark.slow
@@ -27,14 +30,17 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not os.environ.get("MAELAB_DATA"):
-        pytest.skip("MAELAB_DATA is not set (export MAELAB_DATA=../shared/data/cifar10)")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A toy run of examples/pretrain.py on $MAELAB_DATA, or (unset) on a small folder of random 32x32
+    images that $MAELAB_DATA then names for every example of this module."""
     cwd = tmp_path_factory.mktemp("examples")
-    out = run_example("pretrain.py", "--tiny", "--subset", "100", "--epochs", "1", "--batch-size", "20",
-                      "--out", "run", cwd=cwd)  # fmt: skip
-    assert "run directory: run" in out
-    return cwd / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("MAELAB_DATA"):
+            mp.setenv("MAELAB_DATA", str(write_image_folder(cwd / "data", per_class=50, size=32)))
+        out = run_example("pretrain.py", "--tiny", "--subset", "100", "--epochs", "1", "--batch-size", "20",
+                          "--out", "run", cwd=cwd)  # fmt: skip
+        assert "run directory: run" in out
+        yield cwd / "run"
 
 
 def test_pretrain_example_writes_a_run(example_run: Path) -> None:

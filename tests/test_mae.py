@@ -7,6 +7,7 @@ import timm
 import torch
 
 from maelab import MAE
+from maelab.models import DINO, EncoderSpec, MAESpec, ViTEncoder, spec_from
 from maelab.models.masking import patchify, random_masking, unpatchify
 
 from .conftest import TINY_MODEL
@@ -154,8 +155,28 @@ def test_fused_and_explicit_attention_agree() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_mae_and_dino_share_one_encoder_class() -> None:
+    """The MAE *is* a ViTEncoder plus masking and a decoder; DINO's student and teacher are ViTEncoders."""
+    m = tiny()
+    enc = ViTEncoder(spec_from(EncoderSpec, m.spec))
+    enc.load_state_dict(m.encoder_state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(enc(x), m.forward_features(x))
+    dino = DINO(spec_from(EncoderSpec, m.spec), out_dim=8, head_hidden_dim=8, bottleneck_dim=8)
+    assert type(dino.student.backbone) is type(dino.teacher.backbone) is ViTEncoder and isinstance(m, ViTEncoder)
+    assert dino.encoder_state_dict().keys() == m.encoder_state_dict().keys()
+    # The keyword arguments are the spec's fields, once: MAE(**fields) == MAE(MAESpec(**fields)).
+    assert MAE(MAESpec(**TINY_MODEL)).config == m.config == {**vars(MAESpec()), **TINY_MODEL}
+
+
 def test_bad_shapes_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="not divisible"):
         MAE(img_size=30, patch_size=4)
+    with pytest.raises(ValueError, match="encoder_heads"):
+        MAE(embed_dim=30, encoder_heads=4)
+    with pytest.raises(ValueError, match="decoder_heads"):
+        MAE(decoder_embed_dim=30, decoder_heads=4)
+    with pytest.raises(TypeError, match="encoder_dept"):
+        MAE(encoder_dept=2)
     with pytest.raises(ValueError, match="preset"):
         MAE.from_preset("vit-gigantic")

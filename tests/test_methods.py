@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ from torch import nn
 
 from maelab import methods
 from maelab.checkpoint import load_meta, load_weights, resolve_checkpoint, save_checkpoint
-from maelab.config import Config
+from maelab.config import Config, DinoConfig, ModelConfig
 from maelab.export import create_timm_encoder, timm_kwargs
+from maelab.models import DINOSpec, MAESpec
 from maelab.optim import param_groups
 from maelab.train import pretrain
 
@@ -60,6 +62,14 @@ def loss_on(name: str, module: nn.Module, batch: torch.Tensor, cfg: Config) -> f
     torch.manual_seed(0)
     with torch.no_grad():
         return float(methods.get_method(name).loss(copy.deepcopy(module), batch, cfg))
+
+
+def test_the_config_names_every_model_field() -> None:
+    """Specs are picked from the config by field name (``spec_from`` ignores other names): a renamed
+    config field would silently leave a spec default, so the names must match."""
+    model, dino = {f.name for f in fields(ModelConfig)}, {f.name for f in fields(DinoConfig)}
+    assert model - {f.name for f in fields(MAESpec)} == {"name"}  # the preset name is the config's alone
+    assert {f.name for f in fields(DINOSpec)} <= model | dino
 
 
 def test_one_optimizer_step_lowers_the_loss_of_its_batch(name: str, tmp_path: Path) -> None:

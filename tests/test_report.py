@@ -15,7 +15,7 @@ from maelab.cli import main
 from maelab.config import ConfigError
 from maelab.report import markdown_to_html, write_report
 from maelab.train import pretrain
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_image_folder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -105,10 +105,9 @@ def open_in_chromium(html_path: Path, screenshot: Path) -> tuple[list[list], lis
     not (CHROMIUM and CHROMEDRIVER),
     reason="headless browser check needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
 )
-def test_report_of_a_real_run_renders_in_headless_chromium(tmp_path: Path, cifar_dir: Path) -> None:
-    cfg = tiny_config(cifar_dir, tmp_path / "run", epochs=2, batch_size=20)
-    cfg.data.subset = 100
-    run = pretrain(cfg)
+def test_report_of_a_real_run_renders_in_headless_chromium(tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "data", per_class=50, size=32)
+    run = pretrain(tiny_config(data, tmp_path / "run", subset=100, epochs=2, batch_size=20))
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()
     assert "## Loss curves" in md and "## Reconstructions" in md and "report_files/reconstruction.png" in md

@@ -21,6 +21,8 @@ from .conftest import TINY_MODEL, write_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls: threads only cost time
 
+# The real parser, kept before any fixture (here or in conftest) replaces runtime.cpu_flags with a mock.
+REAL_CPU_FLAGS = runtime.cpu_flags
 NATIVE = frozenset({"avx2", "avx512f", "avx512_bf16"})
 NONE = frozenset({"avx2", "fma"})
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -99,12 +101,12 @@ def test_fp32_and_bad_values(mock_hardware) -> None:
 def test_cpu_flags_reads_the_x86_flags_line(tmp_path: Path) -> None:
     x86 = tmp_path / "x86"
     x86.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n\nflags : other\n")
-    assert runtime.cpu_flags(x86) == frozenset({"fpu", "avx2", "amx_bf16", "amx_tile"})
+    assert REAL_CPU_FLAGS(x86) == frozenset({"fpu", "avx2", "amx_bf16", "amx_tile"})
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
-    assert runtime.cpu_flags(arm) is None  # no x86 flags line: the flags cannot decide
-    assert runtime.cpu_flags(tmp_path / "missing") is None
-    assert isinstance(runtime.cpu_flags(), frozenset | None)  # this machine, whatever it is
+    assert REAL_CPU_FLAGS(arm) is None  # no x86 flags line: the flags cannot decide
+    assert REAL_CPU_FLAGS(tmp_path / "missing") is None
+    assert isinstance(REAL_CPU_FLAGS(), frozenset | None)  # this machine, whatever it is
 
 
 def test_without_flags_a_cached_micro_benchmark_decides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -52,3 +52,22 @@ def test_degenerate_cases_and_verdicts() -> None:
     assert worse.verdict("MAE", "random").startswith("random beats MAE")
     with pytest.raises(ValueError, match="same images"):
         mcnemar(np.ones(3, bool), np.ones(4, bool))
+
+
+def test_packed_correctness_round_trips() -> None:
+    import json
+
+    import torch
+
+    from maelab.eval.stats import pack_correct, unpack_correct
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 8, 9, 10_000):
+        flags = rng.random(n) < 0.7
+        packed = json.loads(json.dumps(pack_correct(flags)))  # survives a JSON report
+        assert packed["n"] == n and len(packed["bits"]) <= 4 * ((n + 7) // 8 + 2) // 3
+        back = unpack_correct(packed)
+        assert back.dtype == bool and np.array_equal(back, flags)
+    assert np.array_equal(unpack_correct(pack_correct(torch.tensor([True, False, True]))), [True, False, True])
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_correct({"n": 17, "bits": pack_correct(np.ones(8, bool))["bits"]})

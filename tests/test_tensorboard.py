@@ -15,15 +15,14 @@ from PIL import Image
 from maelab.config import Config, ConfigError
 from maelab.tblog import IMAGE_TAG, MIN_SIDE_PX, NUM_IMAGES, SCALARS, TensorBoardLogger, image_grid
 from maelab.train import pretrain
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_image_folder
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'maelab[tensorboard]')")
 
 
-def small_config(cifar_dir: Path, out: Path, **train: object) -> Config:
-    cfg = tiny_config(cifar_dir, out, epochs=2, batch_size=20, log_every=2, **train)
-    cfg.data.subset = 100
-    return cfg
+def small_config(data_dir: Path, out: Path, **train: object) -> Config:
+    """A tiny MAE on 100 images of ``data_dir``: 5 steps an epoch, 2 epochs."""
+    return tiny_config(data_dir, out, subset=100, epochs=2, batch_size=20, log_every=2, **train)
 
 
 def read_events(log_dir: Path):
@@ -48,17 +47,17 @@ def test_image_grid_is_one_row_per_image_upscaled() -> None:
     assert torch.equal(grid[:, pad : pad + scale, pad : pad + scale], panels[0, 0, :, :1, :1].expand(3, scale, scale))
 
 
-def test_missing_tensorboard_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cifar_dir: Path) -> None:
+def test_missing_tensorboard_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
-    with pytest.raises(ConfigError, match="pip install"):
-        TensorBoardLogger(tmp_path, tiny_config(cifar_dir, tmp_path / "run"))
+    with pytest.raises(ConfigError, match="pip install"):  # before any data is read
+        TensorBoardLogger(tmp_path, tiny_config(tmp_path / "data", tmp_path / "run"))
 
 
-@pytest.mark.slow
-def test_short_run_logs_scalars_and_fixed_reconstructions(tmp_path: Path, cifar_dir: Path) -> None:
+def test_short_run_logs_scalars_and_fixed_reconstructions(tmp_path: Path) -> None:
     # 100 images / batch 20 = 5 steps per epoch; a grid after each of the 2 epochs.
-    run = pretrain(small_config(cifar_dir, tmp_path / "tb", tensorboard=True, tensorboard_every=1))
-    plain = pretrain(small_config(cifar_dir, tmp_path / "plain"))
+    data = write_image_folder(tmp_path / "data", per_class=50, size=32)
+    run = pretrain(small_config(data, tmp_path / "tb", tensorboard=True, tensorboard_every=1))
+    plain = pretrain(small_config(data, tmp_path / "plain"))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # Logging reconstructions must not change training (it never draws from the global RNG).
     assert records == [

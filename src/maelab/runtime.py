@@ -162,7 +162,8 @@ def _cached_bf16_speedup() -> float:
     path = _cache_dir() / "cpu_bf16.json"
     cache: dict[str, float] = {}
     with contextlib.suppress(OSError, ValueError):
-        cache = json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        cache = stored if isinstance(stored, dict) else {}  # a damaged cache costs one measurement, never an error
         if isinstance(cache.get(key), (int, float)):
             return float(cache[key])
     cpu = torch.device("cpu")

@@ -8,7 +8,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from maelab.cli.flags import add_config_flags, add_dataclass_flags, cli_values, given_values, options_from_args
+from maelab.cli.flags import (
+    add_config_file_flag,
+    add_config_flags,
+    add_dataclass_flags,
+    cli_values,
+    given_values,
+    options_from_args,
+)
 from maelab.config import (
     COMPARE_PRETRAIN_DEFAULTS,
     PRESETS,
@@ -54,7 +61,7 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_dataclass_flags(p, SweepOptions, "sweep")
     add_dataclass_flags(p, EvalSettings, "eval")
-    p.add_argument("--config", default="", metavar="FILE", help="TOML file with [model], [data], [train] tables")
+    add_config_file_flag(p, "[model], [data], [train]")
     add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -92,9 +99,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "an interrupted pretraining. Writes OUT/summary.md, summary.csv, metrics.json, plots/ and runs/. "
         f"Defaults here (unless given): {defaults}.",
     )
-    p.add_argument(
-        "--config", default="", metavar="FILE", help="TOML file with [model], [data], [train], [dino] tables"
-    )
+    add_config_file_flag(p)
     add_dataclass_flags(p, CompareOptions, "compare")
     add_config_flags(p)
     p.set_defaults(func=cmd_compare)

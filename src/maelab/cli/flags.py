@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, get_args
 
 from maelab.config import SECTIONS, ConfigError, field_types, update_section
@@ -118,12 +118,41 @@ def options_from_args(cls: type[T], args: argparse.Namespace, prefix: str, **fix
     return obj
 
 
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    options: type | None,
+    help_text: str,
+    description: str,
+    positional: tuple[str, str, str] | None = None,
+    optional: bool = False,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` running ``func``, with the flags of dataclass ``options`` (dest ``opts.*``)
+    after its ``positional`` argument (dest, metavar, help; ``optional``: may be left out, then "")."""
+    p = sub.add_parser(name, help=help_text, description=description)
+    if positional is not None:
+        dest, metavar, text = positional
+        p.add_argument(dest, metavar=metavar, help=text, **({"nargs": "?", "default": ""} if optional else {}))
+    if options is not None:
+        add_dataclass_flags(p, options, "opts")
+    p.set_defaults(func=func)
+    return p
+
+
 # ------------------------------------------------------------------------------------ pretraining sections
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """The pretraining flags: one group per config section (model, data, train, dino), dest ``section.field``."""
     for section, cls in SECTIONS.items():
         suffix = {name: " for ref" for name in PRESET_FIELDS} if section == "model" else None
         add_dataclass_flags(parser.add_argument_group(f"{section} options"), cls, section, suffix)
+
+
+def add_config_file_flag(parser: argparse.ArgumentParser, sections: str = "[model], [data], [train], [dino]") -> None:
+    """``--config FILE``: a TOML file of pretraining config ``sections``, below the flags given."""
+    parser.add_argument(
+        "--config", default="", metavar="FILE", help=f"TOML file with {sections} tables (default: none)"
+    )
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

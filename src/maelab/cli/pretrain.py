@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from maelab.cli.flags import add_config_flags, cli_values
+from maelab.cli.flags import add_command, add_config_file_flag, add_config_flags, cli_values
 from maelab.config import ConfigError, load_toml, resolve_config
 
 # The only flags a --resume may give: they change how the run continues, not what it trains.
@@ -40,13 +40,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``maelab pretrain``."""
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain a ViT encoder (MAE) on an image folder or CIFAR-10",
-        description="Pretrain a ViT with a masked autoencoder. Writes RUN/config.json, RUN/metrics.jsonl, "
-        "RUN/checkpoints/ and RUN/summary.json. Values: defaults < --model preset < --config file < flags.",
+    p = add_command(
+        sub, "pretrain", cmd_pretrain, None, "pretrain a ViT encoder (MAE) on an image folder or CIFAR-10",
+        "Pretrain a ViT with a masked autoencoder. Writes RUN/config.json, RUN/metrics.jsonl, RUN/checkpoints/ and "
+        "RUN/summary.json. Values: defaults < --model preset < --config file < flags.",
+    )  # fmt: skip
+    add_config_file_flag(p)
+    p.add_argument(
+        "--resume", default="", metavar="RUN", help="continue RUN from its newest checkpoint (default: none)"
     )
-    p.add_argument("--config", default="", metavar="FILE", help="TOML file with [model], [data], [train] tables")
-    p.add_argument("--resume", default="", metavar="RUN", help="continue RUN from its newest checkpoint")
     add_config_flags(p)
-    p.set_defaults(func=cmd_pretrain)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maelab.cli.flags import add_dataclass_flags, options_from_args
+from maelab.cli.flags import add_command, options_from_args
 from maelab.config import BenchOptions, ExportOptions, ReportOptions
 
 
@@ -36,35 +36,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """``maelab bench``, ``maelab export`` and ``maelab report``."""
-    p = sub.add_parser(
-        "bench",
-        help="training / inference throughput, peak memory and FLOP/s of the MAE",
-        description="Time maelab's training step (forward + backward + AdamW, img/s) and encoder inference on "
-        "random images, warm-up excluded, median of --rounds rounds of --steps steps. FLOPs per image are "
-        "counted with torch.utils.flop_counter. Peak memory: allocated GPU memory, or the process's peak RSS "
-        "on CPU. Peer comparisons: benchmarks/compare.py.",
-    )
-    add_dataclass_flags(p, BenchOptions, "opts")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "export",
-        help="export a run's encoder as a timm VisionTransformer state dict",
-        description="Write the encoder of RUN's newest checkpoint as a timm VisionTransformer state dict "
-        "(safetensors) and, beside it (same name, .json), the timm.create_model arguments that load it with "
-        "strict=True: timm.create_model(j['model_name'], pretrained=False, **j['kwargs']).",
-    )
-    p.add_argument("run", metavar="RUN", help="run directory (newest checkpoint) or a checkpoint directory")
-    add_dataclass_flags(p, ExportOptions, "opts")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "report",
-        help="self-contained HTML report of a run or a results directory",
-        description="Render PATH (a run directory or a directory of results/runs) as report.md and a "
-        "self-contained report.html (images embedded): config, loss curves, reconstructions, evaluation tables "
-        "and any figures and summary.md found.",
-    )
-    p.add_argument("path", metavar="RUN_OR_RESULTS_DIR", help="a run directory or a results directory")
-    add_dataclass_flags(p, ReportOptions, "opts")
-    p.set_defaults(func=cmd_report)
+    add_command(
+        sub, "bench", cmd_bench, BenchOptions, "training / inference throughput, peak memory and FLOP/s of the MAE",
+        "Time maelab's training step (forward + backward + AdamW, img/s) and encoder inference on random images, "
+        "warm-up excluded, median of --rounds rounds of --steps steps. FLOPs per image are counted with "
+        "torch.utils.flop_counter. Peak memory: allocated GPU memory, or the process's peak RSS on CPU. Peer "
+        "comparisons: benchmarks/compare.py.",
+    )  # fmt: skip
+    add_command(
+        sub, "export", cmd_export, ExportOptions, "export a run's encoder as a timm VisionTransformer state dict",
+        "Write the encoder of RUN's newest checkpoint as a timm VisionTransformer state dict (safetensors) and, "
+        "beside it (same name, .json), the timm.create_model arguments that load it with strict=True: "
+        "timm.create_model(j['model_name'], pretrained=False, **j['kwargs']).",
+        ("run", "RUN", "run directory (newest checkpoint) or a checkpoint directory"),
+    )  # fmt: skip
+    add_command(
+        sub, "report", cmd_report, ReportOptions, "self-contained HTML report of a run or a results directory",
+        "Render PATH (a run directory or a directory of results/runs) as report.md and a self-contained "
+        "report.html (images embedded): config, loss curves, reconstructions, evaluation tables and any figures "
+        "and summary.md found.", ("path", "RUN_OR_RESULTS_DIR", "a run directory or a results directory"),
+    )  # fmt: skip

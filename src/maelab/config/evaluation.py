@@ -83,13 +83,19 @@ class ProbeConfig:
 
 
 @dataclass
-class FrozenEvalOptions:
-    """``maelab eval knn|linear``: frozen features of RUN (or of a timm ``--backbone``) and its random init."""
+class RunData:
+    """The run an evaluation reads (the positional RUN) and the train/test images it uses."""
 
     run: str = ""
     data_dir: str = data_dir_opt()
     subset: int = subset_opt()
     test_subset: int = subset_opt("test")
+
+
+@dataclass
+class FrozenEvalOptions(RunData):
+    """``maelab eval knn|linear``: frozen features of RUN (or of a timm ``--backbone``) and its random init."""
+
     pooling: tuple[str, ...] = opt(
         ("cls",), "feature: CLS token and/or mean of the patch tokens; several give one row each",
         choices=("cls", "mean"),
@@ -204,13 +210,9 @@ class FinetuneConfig:
 
 
 @dataclass
-class FinetuneOptions:
+class FinetuneOptions(RunData):
     """``maelab eval finetune``: RUN's encoder fine-tuned end to end beside the same recipe from random init."""
 
-    run: str = ""
-    data_dir: str = data_dir_opt()
-    subset: int = subset_opt()
-    test_subset: int = subset_opt("test")
     from_scratch: bool = opt(False, "fine-tune only a randomly initialised encoder")
     baseline: bool = opt(True, "also fine-tune the random-init encoder with the same recipe")
     precision: str = precision_opt()

@@ -53,6 +53,11 @@ class EvalSettings:
         ])  # fmt: skip
 
 
+def _pretrain(model: str, subset: int, **train: Any) -> dict[str, dict[str, Any]]:
+    """A preset's pretraining values: the ``--model`` preset, the class-balanced ``--subset``, [train] values."""
+    return {"model": {"name": model}, "data": {"subset": subset}, "train": train}
+
+
 @dataclass(frozen=True)
 class SweepPreset:
     """Ratios, pretraining values ({section: {field: value}}, below a --config file and flags) and evals."""
@@ -79,12 +84,8 @@ class SweepPreset:
 CPU_PRESET = SweepPreset(
     description="2-core CPU, ~90 min: ref model, 5000-image class-balanced subset, 20 epochs, fp32",
     ratios=(0.25, 0.5, 0.75, 0.9),
-    pretrain={
-        "model": {"name": "ref"},
-        "data": {"subset": 5000},
-        "train": {"epochs": 20, "batch_size": 128, "blr": 1.5e-3, "warmup_epochs": 2.0, "precision": "fp32",
-                  "device": "cpu", "log_every": 10},
-    },  # fmt: skip
+    pretrain=_pretrain("ref", 5000, epochs=20, batch_size=128, blr=1.5e-3, warmup_epochs=2.0, precision="fp32",
+                       device="cpu", log_every=10),  # fmt: skip
     eval=EvalSettings(train_subset=5000, test_subset=2000, probe_epochs=100, recon_images=1000),
 )
 
@@ -93,12 +94,8 @@ CPU_PRESET = SweepPreset(
 GPU_PRESET = SweepPreset(
     description="one GPU: vit-tiny, full CIFAR-10, 400 epochs, bf16",
     ratios=(0.25, 0.5, 0.75, 0.9),
-    pretrain={
-        "model": {"name": "vit-tiny"},
-        "data": {"subset": 0},
-        "train": {"epochs": 400, "batch_size": 512, "blr": 5e-4, "warmup_epochs": 20.0, "precision": "auto",
-                  "log_every": 20},
-    },  # fmt: skip
+    pretrain=_pretrain("vit-tiny", 0, epochs=400, batch_size=512, blr=5e-4, warmup_epochs=20.0, precision="auto",
+                       log_every=20),  # fmt: skip
     eval=EvalSettings(train_subset=0, test_subset=0, probe_epochs=100, recon_images=0),
 )
 
@@ -110,12 +107,8 @@ GPU_PRESET = SweepPreset(
 RECON_PRESET = SweepPreset(
     description="reconstruction study: ref model, mask 0.75, 5,000-image class-balanced subset, 50 epochs",
     ratios=(0.75,),
-    pretrain={
-        "model": {"name": "ref"},
-        "data": {"subset": 5000},
-        "train": {"epochs": 50, "batch_size": 128, "blr": 1.5e-3, "warmup_epochs": 5.0, "precision": "auto",
-                  "log_every": 20},
-    },  # fmt: skip
+    pretrain=_pretrain("ref", 5000, epochs=50, batch_size=128, blr=1.5e-3, warmup_epochs=5.0, precision="auto",
+                       log_every=20),  # fmt: skip
     eval=EvalSettings(train_subset=5000, test_subset=2000, probe_epochs=100, recon_images=2000),
     budget_ratio=None,
 )

@@ -26,8 +26,11 @@ from maelab.eval.features import (
     run_encoder,
     timm_encoder,
 )
-from maelab.eval.knn import DEFAULT_TEMPERATURE, knn_accuracy
+from maelab.eval.knn import DEFAULT_TEMPERATURE, PAIRED_K, knn_correct
 from maelab.eval.linear_probe import ProbeConfig, holdout_split, linear_probe
+from maelab.eval.paired import HEADER as PAIRED_HEADER
+from maelab.eval.paired import add_vs_random_init, has_paired, paired_cell, paired_lines
+from maelab.eval.stats import pack_correct
 from maelab.runtime import choose_precision
 
 
@@ -138,17 +141,22 @@ def evaluate_knn(
         feats = _features(encoder, data, batch_size, device, progress, cache, choice.name)
         for j, pooling in enumerate(poolings):
             t0 = time.perf_counter()
-            acc = knn_accuracy(
+            correct = knn_correct(  # {k: (N_test,) bool}
                 feats[0].get(pooling).to(device), feats[0].labels.to(device), feats[1].get(pooling).to(device),
                 feats[1].labels.to(device), ks, temperature, num_classes=len(data.train.classes),
             )  # fmt: skip
             row = _row(encoder, "evaluated" if i == 0 else "baseline", pooling, feats, j == 0)
             row.update(
-                top1={str(k): round(v, 2) for k, v in acc.items()}, eval_seconds=round(time.perf_counter() - t0, 2)
-            )
+                top1={str(k): round(100.0 * c.float().mean().item(), 2) for k, c in correct.items()},
+                test_correct={str(k): pack_correct(c) for k, c in correct.items()},  # which test images, per k
+                eval_seconds=round(time.perf_counter() - t0, 2),
+            )  # fmt: skip
             rows.append(row)
+    # "A beats B" needs a paired test on the same images: every trained row vs the random init's row of its pooling.
+    paired_k = PAIRED_K if PAIRED_K in ks else ks[0]
+    add_vs_random_init(rows, lambda r: r["test_correct"][str(paired_k)], k=paired_k)
     settings = {"ks": list(ks), "temperature": temperature, "poolings": list(poolings), "device": str(device),
-                **choice.as_dict()}  # fmt: skip
+                "paired_k": paired_k, **choice.as_dict()}  # fmt: skip
     return {"evaluation": "knn", "source": encoders[0].spec, "data": data.info, "settings": settings, "results": rows,
             "wall_time_s": round(time.perf_counter() - start, 2)}  # fmt: skip
 
@@ -183,9 +191,11 @@ def evaluate_linear(
             row.update(
                 heldout_accuracy={f"{lr:g}": round(a, 2) for lr, a in result.val_accuracy.items()},
                 best_lr=result.best_lr, train_top1=round(result.train_accuracy, 2),
-                test_top1=round(result.test_accuracy, 2), eval_seconds=round(time.perf_counter() - t0, 2),
+                test_top1=round(result.test_accuracy, 2), test_correct=pack_correct(result.test_correct),
+                eval_seconds=round(time.perf_counter() - t0, 2),
             )  # fmt: skip
             rows.append(row)
+    add_vs_random_init(rows, lambda r: r["test_correct"])  # paired, like for like: same pooling, same test images
     heldout = len(holdout_split(len(data.train), probe.val_fraction, probe.seed)[1])
     settings = {**asdict(probe), "lrs": list(probe.lrs), "poolings": list(poolings), "device": str(device),
                 "heldout_images": heldout, "feature_batch_size": batch_size, **choice.as_dict()}  # fmt: skip
@@ -213,28 +223,37 @@ def _seconds(row: dict[str, Any]) -> str:
 
 
 def knn_markdown(report: dict[str, Any]) -> str:
-    """The k-NN report as a markdown table: top-1 (%) per k, with pooling and wall times."""
+    """The k-NN report as a markdown table: top-1 (%) per k, with pooling and wall times, and (when the
+    random init was evaluated) each row's paired comparison with the random init of its pooling."""
     s = report["settings"]
     ks = [str(k) for k in s["ks"]]
+    paired = has_paired(report["results"])
     lines = [
         f"## k-NN top-1 accuracy (%), T = {s['temperature']}, cosine similarity",
         "",
         _data_line(report["data"]),
         "",
-        "| encoder | pooling | " + " | ".join(f"k={k}" for k in ks) + " | features (s) | k-NN (s) |",
-        "|---|---|" + "---:|" * (len(ks) + 2),
-    ]
+        "| encoder | pooling | " + " | ".join(f"k={k}" for k in ks) + " | features (s) | k-NN (s) |"
+        + (f" {PAIRED_HEADER}, k={s.get('paired_k')} |" if paired else ""),
+        "|---|---|" + "---:|" * (len(ks) + 2) + ("---|" if paired else ""),
+    ]  # fmt: skip
     for r in report["results"]:
         accs = " | ".join(f"{r['top1'][k]:.2f}" for k in ks)
-        lines.append(f"| {r['encoder']} | {r['pooling']} | {accs} | {_seconds(r)} | {r['eval_seconds']:.1f} |")
+        lines.append(
+            f"| {r['encoder']} | {r['pooling']} | {accs} | {_seconds(r)} | {r['eval_seconds']:.1f} |"
+            + (f" {paired_cell(r)} |" if paired else "")
+        )
+    lines += paired_lines(report["results"], f"k-NN top-1, k={s.get('paired_k')}")
     lines += ["", f"Total wall time: {report['wall_time_s']:.1f} s on {s['device']}{_precision(s)}."]
     return "\n".join(lines) + "\n"
 
 
 def linear_markdown(report: dict[str, Any]) -> str:
-    """The linear-probe report as markdown: test top-1 of the chosen lr, and held-out accuracy per lr."""
+    """The linear-probe report as markdown: test top-1 of the chosen lr (and, when the random init was
+    evaluated, the paired comparison with the random init of the same pooling), held-out accuracy per lr."""
     s = report["settings"]
     lrs = [f"{lr:g}" for lr in s["lrs"]]
+    paired = has_paired(report["results"])
     lines = [
         "## Linear probe (BatchNorm1d without affine + linear) on frozen features",
         "",
@@ -244,14 +263,16 @@ def linear_markdown(report: dict[str, Any]) -> str:
         f"{s['heldout_images']} held-out TRAIN images ({s['val_fraction']:.0%}, seed {s['seed']}), then the head is "
         "retrained at that lr on all train images and tested once.",
         "",
-        "| encoder | pooling | chosen lr | train top-1 | test top-1 | features (s) | probe (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+        "| encoder | pooling | chosen lr | train top-1 | test top-1 | features (s) | probe (s) |"
+        + (f" {PAIRED_HEADER} |" if paired else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---|" if paired else ""),
+    ]  # fmt: skip
     for r in report["results"]:
         lines.append(
             f"| {r['encoder']} | {r['pooling']} | {r['best_lr']:g} | {r['train_top1']:.2f} | {r['test_top1']:.2f} | "
-            f"{_seconds(r)} | {r['eval_seconds']:.1f} |"
+            f"{_seconds(r)} | {r['eval_seconds']:.1f} |" + (f" {paired_cell(r)} |" if paired else "")
         )
+    lines += paired_lines(report["results"], "linear-probe test top-1")
     lines += ["", "Held-out train accuracy (%) per lr:", ""]
     lines += ["| encoder | pooling | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|---|---|" + "---:|" * len(lrs)]
     for r in report["results"]:

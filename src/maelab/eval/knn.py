@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 DEFAULT_KS = (10, 20, 200)
 DEFAULT_TEMPERATURE = 0.07
+PAIRED_K = 20  # DINO's headline k: paired comparisons use it when it was evaluated
 
 
 def knn_class_scores(
@@ -54,6 +55,27 @@ def knn_class_scores(
     return scores
 
 
+def knn_correct(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    ks: Sequence[int] = DEFAULT_KS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    num_classes: int | None = None,
+    chunk_size: int = 0,
+) -> dict[int, torch.Tensor]:
+    """Per-test-image correctness {k: (M,) bool, on the CPU} of the weighted k-NN vote.
+
+    Shapes as :func:`knn_class_scores`, test_labels (M,). These flags, not just their mean, are what a
+    paired comparison of two encoders on the same test images needs (see ``maelab.eval.stats``).
+    """
+    c = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    scores = knn_class_scores(train_features, train_labels, test_features, c, ks, temperature, chunk_size)
+    truth = test_labels.to(train_features.device)
+    return {k: (s.argmax(dim=1) == truth).cpu() for k, s in scores.items()}
+
+
 def knn_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -65,7 +87,6 @@ def knn_accuracy(
     chunk_size: int = 0,
 ) -> dict[int, float]:
     """Top-1 accuracy (in %) of the weighted k-NN vote for each k. Shapes as :func:`knn_class_scores`."""
-    c = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
-    scores = knn_class_scores(train_features, train_labels, test_features, c, ks, temperature, chunk_size)
-    truth = test_labels.to(train_features.device)
-    return {k: 100.0 * (s.argmax(dim=1) == truth).float().mean().item() for k, s in scores.items()}
+    correct = knn_correct(train_features, train_labels, test_features, test_labels, ks, temperature, num_classes,
+                          chunk_size)  # fmt: skip
+    return {k: 100.0 * flags.float().mean().item() for k, flags in correct.items()}

@@ -48,7 +48,11 @@ class LinearProbe(nn.Module):
 
 @dataclass
 class ProbeResult:
-    """Held-out train accuracy per lr, the chosen lr, and the retrained head's accuracies (all in %)."""
+    """Held-out train accuracy per lr, the chosen lr, and the retrained head's accuracies (all in %).
+
+    ``test_correct`` (M,) bool on the CPU: which test images the retrained head gets right, for paired
+    comparisons of two encoders on the same images (its mean is ``test_accuracy`` / 100).
+    """
 
     val_accuracy: dict[float, float]
     best_lr: float
@@ -57,6 +61,7 @@ class ProbeResult:
     num_fit: int
     num_val: int
     config: ProbeConfig = field(repr=False, default_factory=ProbeConfig)
+    test_correct: torch.Tensor = field(repr=False, default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
 
 @contextlib.contextmanager
@@ -127,10 +132,14 @@ def train_probe(
 
 
 @torch.no_grad()
+def probe_correct(probe: LinearProbe, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, H) bool: whether each head of an eval-mode probe classifies each row of x (N, D) as y (N,)."""
+    return probe(x).argmax(dim=-1) == y.unsqueeze(1)  # (N, H)
+
+
 def probe_accuracy(probe: LinearProbe, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Top-1 accuracy (%) of every head of an eval-mode probe on x (N, D), y (N,)."""
-    preds = probe(x).argmax(dim=-1)  # (N, H)
-    return (100.0 * (preds == y.unsqueeze(1)).float().mean(dim=0)).tolist()
+    return (100.0 * probe_correct(probe, x, y).float().mean(dim=0)).tolist()
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +177,8 @@ def linear_probe(
 ) -> ProbeResult:
     """Pick the lr on held-out train features, retrain at it on all train features, test once.
 
-    train_x (N, D), train_y (N,), test_x (M, D), test_y (M,) on one device; accuracies in %.
+    train_x (N, D), train_y (N,), test_x (M, D), test_y (M,) on one device; accuracies in %, and
+    the test images the head gets right as ``result.test_correct`` (M,) bool.
     """
     cfg = cfg or ProbeConfig()
     c = num_classes or int(max(train_y.max(), test_y.max())) + 1
@@ -176,7 +186,9 @@ def linear_probe(
     train_y, test_y = train_y.long().to(train_x.device), test_y.long().to(train_x.device)
     by_lr, best, n_fit, n_val = select_lr(train_x, train_y, c, cfg, progress)
     probe = train_probe(train_x, train_y, c, [best], cfg, progress, desc=f"linear probe: lr {best:g}")
+    test_correct = probe_correct(probe, test_x, test_y)[:, 0].cpu()  # (M,) the one head's flags
     return ProbeResult(
         val_accuracy=by_lr, best_lr=best, train_accuracy=probe_accuracy(probe, train_x, train_y)[0],
-        test_accuracy=probe_accuracy(probe, test_x, test_y)[0], num_fit=n_fit, num_val=n_val, config=cfg,
+        test_accuracy=100.0 * test_correct.float().mean().item(), num_fit=n_fit, num_val=n_val, config=cfg,
+        test_correct=test_correct,
     )  # fmt: skip

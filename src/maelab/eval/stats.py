@@ -6,14 +6,19 @@ errors. Both tests here look only at the images on which the two disagree.
 
 - :func:`mcnemar`: exact two-sided McNemar test (a binomial test on the discordant images).
 - :func:`paired_bootstrap`: percentile interval of the accuracy difference, resampling images.
+- :func:`pack_correct` / :func:`unpack_correct`: a compact JSON form of the per-image flags, so that
+  reports keep which images an encoder got right and later comparisons need no re-evaluation.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, flo
         return only_a, only_b, 1.0
     k = min(only_a, only_b)
     # log P(X = i) for X ~ Binomial(n, 1/2), summed in log space so n = 10,000 does not overflow.
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)
+    ]
     top = max(log_terms)
     tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
     return only_a, only_b, min(1.0, 2.0 * tail)
@@ -105,3 +112,22 @@ def compare_paired(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2
         n=int(a.size), accuracy_a=float(a.mean() * 100), accuracy_b=float(b.mean() * 100), difference=diff,
         ci_low=low, ci_high=high, only_a_right=only_a, only_b_right=only_b, p_value=p,
     )  # fmt: skip
+
+
+def pack_correct(correct: ArrayLike) -> dict[str, int | str]:
+    """(N,) bool flags -> ``{"n": N, "bits": base64 of np.packbits(flags)}`` (JSON-able, N / 6 characters).
+
+    Accepts anything ``np.asarray`` takes (a CPU torch tensor too). Bits are big-endian within each
+    byte (numpy's default), the last byte zero-padded.
+    """
+    a = _as_bool(correct, "correct")
+    return {"n": int(a.size), "bits": base64.b64encode(np.packbits(a).tobytes()).decode("ascii")}
+
+
+def unpack_correct(packed: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`pack_correct`: (N,) bool; a clear error if the bits do not hold N flags."""
+    n = int(packed["n"])
+    raw = np.frombuffer(base64.b64decode(packed["bits"], validate=True), dtype=np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(f"packed correctness: {raw.size} bytes cannot hold exactly {n} flags")
+    return np.unpackbits(raw, count=n).astype(bool)

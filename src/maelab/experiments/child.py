@@ -17,9 +17,11 @@ Exit codes of the child, and what the parent raises for them:
 - anything else (1: training failed, or a crash with its traceback printed): TrainingError.
 
 Signals: the child runs in its own session, so a Ctrl-C in the terminal reaches the parent only;
-the parent forwards SIGINT/SIGTERM to the child once per signal it gets. The training loop saves a
-checkpoint at its next step on the first signal and stops at once on the second, so a single Ctrl-C
-must reach it once, not twice (terminal and parent), and a ``kill`` of the parent must reach it at all.
+the parent forwards SIGINT and SIGTERM to the child once per signal it gets (and a hang-up, the
+terminal closing, as SIGTERM). The training loop saves a checkpoint at its next step on the first
+signal and stops at once on the second, so a single Ctrl-C must reach it once, not twice (terminal
+and parent), and a ``kill`` of the parent must reach it at all. A parent killed outright (SIGKILL)
+cannot forward anything: its child trains on to its stop step or its end, saving checkpoints as usual.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from maelab.config import Config, ConfigError, config_from_dict, validate
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 _CHILD_CODE = "import sys; from maelab.experiments.child import main; sys.exit(main(sys.argv[1]))"
-_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+# signal the parent gets -> signal it sends the child (SIGTERM, not SIGHUP: the loop saves a checkpoint on it)
+_FORWARDED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
 
 
 # ------------------------------------------------------------------------------------ the parent side
@@ -92,13 +95,13 @@ def pretrain_process(
 
 
 def _wait_forwarding(proc: subprocess.Popen) -> tuple[int, bool]:
-    """Wait for ``proc``, forwarding each SIGINT/SIGTERM we get to it; (exit code, whether one came)."""
+    """Wait for ``proc``, forwarding each signal of :data:`_FORWARDED` we get to it; (exit code, whether one came)."""
     got: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
         got.append(signum)
         if proc.poll() is None:
-            proc.send_signal(signum)
+            proc.send_signal(_FORWARDED[signum])
 
     old = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
     try:

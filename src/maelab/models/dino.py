@@ -152,7 +152,8 @@ class DINOSpec(EncoderSpec):
 class DINO(nn.Module):
     """Student and EMA teacher (same ViT + DINO head), centring and sharpening, multi-crop loss.
 
-    ``DINO(spec)`` or ``DINO(embed_dim=..., out_dim=..., ...)`` with the fields of :class:`DINOSpec`.
+    ``DINO(embed_dim=..., out_dim=..., ...)`` takes the fields of :class:`DINOSpec`; ``DINO(spec, **fields)``
+    starts from a spec (an :class:`EncoderSpec` gives the encoder).
     ``forward(crops)`` returns the loss of one batch of crops ([2 global, L local] tensors, see
     :func:`maelab.augment_dino.dino_multicrop`) and updates the center. The training loop calls
     :meth:`setup` once, :meth:`before_optimizer_step` after backward and :meth:`after_step` after
@@ -160,14 +161,15 @@ class DINO(nn.Module):
     on the device and read only by :meth:`log_metrics`, at log steps.
     """
 
-    def __init__(self, spec: DINOSpec | None = None, **fields: Any) -> None:
+    def __init__(self, spec: EncoderSpec | None = None, **fields: Any) -> None:
         super().__init__()
-        spec = dataclasses.replace(spec, **fields) if spec is not None else DINOSpec(**fields)
+        spec = spec_from(DINOSpec, spec, **fields)
         self.spec = spec
         encoder = spec_from(EncoderSpec, spec)
 
         def head() -> DINOHead:
-            return DINOHead(spec.embed_dim, spec.out_dim, spec.head_hidden_dim, spec.bottleneck_dim, spec.norm_last_layer)
+            s = spec
+            return DINOHead(s.embed_dim, s.out_dim, s.head_hidden_dim, s.bottleneck_dim, s.norm_last_layer)
 
         self.student = MultiCropNet(ViTEncoder(encoder), head())
         # The teacher starts as a copy of the student and never gets gradients (no drop path, as in DINO).
@@ -204,8 +206,9 @@ class DINO(nn.Module):
     def before_optimizer_step(self, step: int) -> None:
         """After backward: clip each student gradient (DINO's clip 3.0) and drop the last layer's
         gradients while ``step`` is in the first ``freeze_last_layer`` epochs (so AdamW skips it)."""
-        if self.spec.dino_grad_clip > 0:
-            clip_grads_per_parameter([p for p in self.student.parameters() if p.requires_grad], self.spec.dino_grad_clip)
+        clip = self.spec.dino_grad_clip
+        if clip > 0:
+            clip_grads_per_parameter([p for p in self.student.parameters() if p.requires_grad], clip)
         if step < self.freeze_steps:
             for p in self.student.head.last_layer.parameters():
                 p.grad = None

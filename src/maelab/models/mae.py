@@ -25,6 +25,7 @@ from maelab.models.vit import (
     make_blocks,
     norm_layer,
     sincos_pos_embed,
+    spec_from,
 )
 
 __all__ = ["ENCODER_PREFIXES", "MAE", "MAESpec"]
@@ -53,12 +54,13 @@ class MAE(ViTEncoder):
     """ViT masked autoencoder: a :class:`ViTEncoder` (timm ``VisionTransformer`` names) plus masking and a decoder.
 
     ``MAE(img_size=32, patch_size=4, embed_dim=256, encoder_depth=4, ...)`` takes the fields of
-    :class:`MAESpec` as keywords, or ``MAE(spec)``. The encoder's parameters sit at the top level
+    :class:`MAESpec` as keywords; ``MAE(spec, **fields)`` starts from a spec (an :class:`EncoderSpec`
+    gives the encoder). The encoder's parameters sit at the top level
     (``cls_token``, ``blocks.0...``), so ``encoder_state_dict()`` loads strict into timm.
     """
 
-    def __init__(self, spec: MAESpec | None = None, **fields: Any) -> None:
-        spec = dataclasses.replace(spec, **fields) if spec is not None else MAESpec(**fields)
+    def __init__(self, spec: EncoderSpec | None = None, **fields: Any) -> None:
+        spec = spec_from(MAESpec, spec, **fields)
         super().__init__(spec, init_weights=False)  # initialised below, with the decoder
         self.spec: MAESpec = spec
         self.config: dict[str, Any] = dataclasses.asdict(spec)

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import torch
+from timm.layers import PatchEmbed
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -146,10 +147,13 @@ class EncoderSpec:
 
 def spec_from(spec_type: type[Spec], *sources: object, **overrides: Any) -> Spec:
     """A ``spec_type`` dataclass whose fields are taken by name from ``sources`` (dataclasses such as
-    the config sections, or mappings; later ones win) and ``overrides``. Other names are ignored."""
+    the config sections or another spec, or mappings; later ones win; ``None`` is skipped) and from
+    ``overrides``, which must all be fields. Other names in ``sources`` are ignored."""
     names = {f.name for f in dataclasses.fields(spec_type)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for source in sources:
+        if source is None:
+            continue
         items = source if isinstance(source, Mapping) else dataclasses.asdict(source)  # type: ignore[call-overload]
         values.update((k, v) for k, v in items.items() if k in names)
     values.update(overrides)
@@ -171,8 +175,6 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, spec: EncoderSpec | None = None, *, init_weights: bool = True) -> None:
         super().__init__()
-        from timm.layers import PatchEmbed
-
         spec = spec if spec is not None else EncoderSpec()
         self.spec = spec
         self.patch_size = spec.patch_size
@@ -184,7 +186,9 @@ class ViTEncoder(nn.Module):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
         self.pos_embed = nn.Parameter(sincos_pos_embed(spec.grid, spec.embed_dim), requires_grad=learned)
-        self.blocks = make_blocks(spec.embed_dim, spec.encoder_depth, spec.encoder_heads, spec.mlp_ratio, spec.drop_path)
+        self.blocks = make_blocks(
+            spec.embed_dim, spec.encoder_depth, spec.encoder_heads, spec.mlp_ratio, spec.drop_path
+        )
         self.norm = norm_layer(spec.embed_dim)
         if init_weights:
             init_mae_weights(self, [self.cls_token] + ([self.pos_embed] if learned else []))
