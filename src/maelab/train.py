@@ -131,11 +131,11 @@ def _train(
             f"optimizer step{' per process' if info.enabled else ''}, but the training set has only {n_images}"
             f"{' per process' if info.enabled else ''}; lower them"
         )
-    total_steps = t.epochs * steps_per_epoch
+    total_steps = t.steps or t.epochs * steps_per_epoch
     eff_batch = t.batch_size * t.accum_steps * info.world_size
     peak_lr = t.lr if t.lr > 0 else t.blr * eff_batch / 256
     # Capped at a quarter of the run, so that short runs (e.g. 2 epochs) still reach the peak lr.
-    warmup_steps = round(min(t.warmup_epochs, t.epochs / 4) * steps_per_epoch)
+    warmup_steps = round(min(t.warmup_epochs * steps_per_epoch, total_steps / 4))
     lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
     # Weight decay of the decayed group (param_groups()[0]): constant, or cosine to weight_decay_end (DINO).
     wds = lr_schedule(t.weight_decay, t.weight_decay_end, total_steps, 0).tolist() if t.weight_decay_end >= 0 else None
@@ -199,7 +199,9 @@ def _train(
                 else:  # resumed mid-epoch: replay this epoch's permutation
                     perm_gen.set_state(perm_state)
                 perm = torch.randperm(n_images, generator=perm_gen).to(device)
-                for micro_batches in _batches(perm, first, steps_per_epoch, t.batch_size, t.accum_steps):
+                # The last epoch of a --steps run stops part-way, at total_steps.
+                last = min(steps_per_epoch, first + total_steps - step)
+                for micro_batches in _batches(perm, first, last, t.batch_size, t.accum_steps):
                     for group in optimizer.param_groups:
                         group["lr"] = lrs[step]
                     if wds is not None:
@@ -225,7 +227,7 @@ def _train(
                     step += 1
                     window_steps += 1
                     bar.update(1)
-                    end_of_epoch = step % steps_per_epoch == 0
+                    end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
                     log_now = step % t.log_every == 0 or end_of_epoch or step == stop_after_steps
                     # In DDP every process must agree on stopping; they compare flags at log steps.
                     stopping = any_process(bool(stop.signal), info, device) if (log_now or not info.enabled) else False
@@ -257,7 +259,7 @@ def _train(
                     if end_of_epoch:
                         if t.quiet and write:
                             print(
-                                f"epoch {epoch + 1}/{t.epochs} step {step}/{total_steps} loss {last_loss:.4f} "
+                                f"epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)} step {step}/{total_steps} loss {last_loss:.4f} "
                                 f"lr {lrs[step - 1]:.2e} img/s {img_s:.0f}",
                                 flush=True,
                             )

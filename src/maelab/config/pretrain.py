@@ -58,6 +58,7 @@ class DataConfig:
 class TrainConfig:
     method: str = opt("mae", "pretraining method")
     epochs: int = opt(100, "training epochs")
+    steps: int = opt(0, "total optimizer steps; when > 0 it replaces --epochs (e.g. a step count fitted to a time budget)")
     batch_size: int = opt(256, "images per step on each device (before gradient accumulation)")
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
@@ -193,6 +194,7 @@ def validate(cfg: Config) -> None:
         (len(d.mean) == m.in_channels and len(d.std) == m.in_channels and min(d.std) > 0,
          f"--mean/--std need {m.in_channels} values (std > 0), got {d.mean} / {d.std}"),
         (t.epochs > 0, f"--epochs must be > 0, got {t.epochs}"),
+        (t.steps >= 0, f"--steps must be >= 0, got {t.steps}"),
         (t.batch_size > 0, f"--batch-size must be > 0, got {t.batch_size}"),
         (t.accum_steps > 0, f"--accum-steps must be > 0, got {t.accum_steps}"),
         (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),

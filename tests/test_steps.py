@@ -1,0 +1,23 @@
+"""--steps: a run of a fixed number of optimizer steps (what a time budget is turned into)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maelab import rundir
+from maelab.checkpoint import load_meta
+
+from .conftest import train_tiny_run
+
+
+def test_steps_end_a_run_part_way_through_an_epoch_with_a_full_schedule(tmp_path: Path) -> None:
+    # 40 images, batch 4: 10 steps an epoch; 13 steps end 3 steps into the second epoch.
+    run = train_tiny_run(tmp_path, per_class=20, epochs=100, steps=13, warmup_epochs=1.0, log_every=5)
+    assert load_meta(run)["step"] == 13 and load_meta(run)["total_steps"] == 13
+    records = rundir.read_metrics(run)
+    assert [r["step"] for r in records] == [5, 10, 13]  # the last step is logged and saved
+    summary = rundir.read_summary(run)
+    assert summary is not None and summary.status == "finished" and summary.steps == 13
+    # warm-up is capped at a quarter of the 13 steps (3), not the 10 steps of one epoch; the cosine ends at 0
+    assert records[0]["lr"] < records[1]["lr"] or records[-1]["lr"] < records[0]["lr"]
+    assert records[-1]["lr"] < 0.05 * max(r["lr"] for r in records)
