@@ -173,10 +173,9 @@ def plot_loss_curves(runs: list[Path], root: Path, path: Path) -> Path | None:
 def draw_reconstruction(run: Path, path: Path, data_dir: str | None = None, n: int = 8, seed: int = 0) -> Path:
     """The reconstruction figure of ``n`` seeded test images (maelab.visualize) of a run, saved to ``path``."""
     from maelab.data import load_split
-    from maelab.eval.reconstruction import fixed_noise
     from maelab.methods import load_model
     from maelab.models.mae import MAE
-    from maelab.visualize import choose_images, reconstruction_panels, save_figure
+    from maelab.visualize import choose_images, fixed_noise, reconstruction_panels, save_figure
 
     model, cfg = load_model(str(run))
     if not isinstance(model, MAE):

@@ -49,8 +49,7 @@ class TensorBoardLogger:
         self.writer = _summary_writer(self.log_dir, purge_step or None)  # first: fail early without tensorboard
 
         from maelab.data import load_split
-        from maelab.eval.reconstruction import fixed_noise
-        from maelab.visualize import choose_images
+        from maelab.visualize import choose_images, fixed_noise
 
         self.cfg = cfg
         d = cfg.data

@@ -8,10 +8,13 @@ result dict with the ``table`` it prints and the paths it wrote (``json``, ``mar
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from maelab.config import (
     BenchOptions,
@@ -146,11 +149,11 @@ def reconstruct_run(
     """The figure of ``n`` test images (``out``, default ``RUN/eval/reconstruction_mr<R>_seed<S>.png``)
     and the reconstruction metrics over ``num_eval`` class-balanced test images (0 = all), both under
     the masks of ``seed``; writes ``RUN/eval/reconstruction_mr<R>_seed<S>.{json,md}``."""
-    from maelab.data import load_split
-    from maelab.eval.reconstruction import balanced_indices, evaluate_reconstruction, fixed_noise
+    from maelab.data import class_balanced_indices, load_data
+    from maelab.eval.reconstruction import evaluate_reconstruction
     from maelab.methods import load_model
     from maelab.models.mae import MAE
-    from maelab.visualize import NORM_PIX_NOTE, choose_images, reconstruction_panels, save_figure
+    from maelab.visualize import NORM_PIX_NOTE, choose_images, fixed_noise, reconstruction_panels, save_figure
 
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -161,7 +164,7 @@ def reconstruct_run(
     ratio = model.mask_ratio if mask_ratio is None else mask_ratio
     ReconstructOptions(mask_ratio=ratio, n=n, num_eval=num_eval, precision=precision).validate()
     d = cfg.data
-    test = load_split(data_dir or d.data_dir, "test", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
+    test = load_data(dataclasses.replace(d, data_dir=data_dir or d.data_dir), "test", cfg.model.img_size)
     name = f"reconstruction_mr{ratio:g}_seed{seed}"
     figure = Path(out) if out else Path(run) / "eval" / f"{name}.png"
 
@@ -171,8 +174,12 @@ def reconstruct_run(
     caption = NORM_PIX_NOTE if model.norm_pix_loss else ""
     save_figure(panels, figure, f"{Path(run).name}: mask ratio {ratio:g}, seed {seed}", caption)
 
+    scored = (
+        class_balanced_indices(test.labels, len(test.classes), num_eval) if 0 < num_eval < len(test)
+        else torch.arange(len(test))
+    )  # fmt: skip
     metrics = evaluate_reconstruction(
-        model, test.images, d.mean, d.std, ratio, seed, indices=balanced_indices(test.labels, num_eval), quiet=quiet,
+        model, test.images, d.mean, d.std, ratio, seed, indices=scored, quiet=quiet,
         precision=precision,
     )  # fmt: skip
     result = {

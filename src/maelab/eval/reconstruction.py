@@ -25,101 +25,17 @@ not the patch's brightness or contrast.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from maelab.augment import denormalize, normalize
 from maelab.models.mae import MAE
-from maelab.runtime import autocast, choose_precision
+from maelab.runtime import choose_precision
+from maelab.visualize import fixed_noise, reconstruct
 
 # Largest PSNR reported: an exact reconstruction would be +inf, which JSON and means cannot hold.
 PSNR_CAP = 100.0
-
-
-def fixed_noise(num_images: int, num_patches: int, seed: int) -> torch.Tensor:
-    """Masking noise (num_images, num_patches) in [0, 1) from a CPU generator seeded with ``seed``."""
-    return torch.rand(num_images, num_patches, generator=torch.Generator().manual_seed(seed))
-
-
-def balanced_indices(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the first ``n // num_classes`` images of every class (sorted); all if ``n <= 0``."""
-    if n <= 0 or n >= len(labels):
-        return torch.arange(len(labels))
-    classes = labels.unique()
-    per_class = max(n // len(classes), 1)
-    idx = [torch.nonzero(labels == c).flatten()[:per_class] for c in classes]
-    return torch.cat(idx).sort().values
-
-
-def patch_mean_std(model: MAE, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch mean and std (B, N, 1) of ``imgs`` (B, C, H, W), exactly as ``MAE.target`` normalises."""
-    patches = model.patchify(imgs).float()
-    return patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
-
-
-def prediction_to_input_space(model: MAE, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """Predicted patches (B, N, p*p*C) -> images (B, C, H, W) in the model's (normalised) input space.
-
-    For ``norm_pix_loss`` models each patch is un-normalised with the true patch's mean/std of ``imgs``
-    (information the model did not see); otherwise the prediction already is in input space.
-    """
-    pred = pred.float()
-    if model.norm_pix_loss:
-        mean, std = patch_mean_std(model, imgs)
-        pred = pred * std + mean
-    return model.unpatchify(pred)
-
-
-def pixel_mask(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Patch mask (B, N), 1 = masked, row-major -> pixel mask (B, 1, H, W)."""
-    b, n = mask.shape
-    g = int(round(n**0.5))
-    grid = mask.reshape(b, 1, g, g)
-    return grid.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)
-
-
-@dataclass
-class Reconstruction:
-    """One batch, in [0, 1] pixels: original, prediction and pasted-back images (B, C, H, W),
-    pixel mask (B, 1, H, W) with 1 = masked, and the per-image masked MSE in loss space (B,)."""
-
-    original: torch.Tensor
-    prediction: torch.Tensor
-    pasted: torch.Tensor
-    mask: torch.Tensor
-    loss_space_mse: torch.Tensor
-
-
-@torch.no_grad()
-def reconstruct(
-    model: MAE,
-    images: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    noise: torch.Tensor,
-    mask_ratio: float | None = None,
-    amp_dtype: torch.dtype | None = None,
-) -> Reconstruction:
-    """Mask ``images`` (uint8 (B, C, H, W)) with ``noise`` (B, N) at ``mask_ratio`` (default: the
-    model's) and reconstruct them. Returns a :class:`Reconstruction` in [0, 1] pixel space.
-
-    ``amp_dtype`` (None = fp32) autocasts the model's forward only; the metrics are computed in fp32.
-    """
-    ratio = model.mask_ratio if mask_ratio is None else mask_ratio
-    x = normalize(images, mean, std)
-    with autocast(x.device, amp_dtype):
-        latent, mask, ids_restore = model.forward_encoder(x, ratio, noise.to(x.device))
-        pred = model.forward_decoder(latent, ids_restore)  # (B, N, p*p*C)
-    per_patch = ((pred.float() - model.target(x)) ** 2).mean(dim=-1)  # (B, N)
-    loss_space = (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
-    original = denormalize(x, mean, std)
-    prediction = denormalize(prediction_to_input_space(model, x, pred), mean, std)
-    pmask = pixel_mask(mask, model.patch_size)
-    pasted = torch.where(pmask.bool(), prediction, original)
-    return Reconstruction(original, prediction, pasted, pmask, loss_space)
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
