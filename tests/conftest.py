@@ -27,6 +27,13 @@ TINY_MODEL = dict(
 TINY_DINO = dict(out_dim=64, head_hidden_dim=32, bottleneck_dim=16, local_crops=2)
 
 
+@pytest.fixture(autouse=True)
+def fp32_on_cpus_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests compare against fp32 references with tight tolerances; on a CI machine whose CPU has native
+    bf16, ``--precision auto`` would pick bf16. Report no bf16 CPU flags (tests/test_runtime.py sets its own)."""
+    monkeypatch.setattr("maelab.runtime.cpu_flags", lambda cpuinfo="/proc/cpuinfo": frozenset())
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Run a test on one thread: tiny matmuls gain nothing from threads, and on a shared 2-core
