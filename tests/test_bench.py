@@ -126,7 +126,21 @@ def test_cli_bench_prints_a_line_per_mask_ratio(capsys, monkeypatch):
     assert main(["bench", "--device", "cpu", "--batch-size", "8", "--mask-ratio", "0.5", "0.9"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "torch" in out[0]
-    assert "mask 0.50" in out[1] and "mask 0.90" in out[2] and "5.0 GFLOP/s" in out[1]
+    assert out[1].startswith("precision: fp32 (")  # the choice and its reason, once
+    assert "mask 0.50" in out[2] and "mask 0.90" in out[3] and "5.0 GFLOP/s" in out[2]
+    assert len(out) == 4  # no GEMM peak line: the fake results measured none
+
+
+def test_cli_bench_ends_with_the_gemm_peak_it_measured(capsys, monkeypatch):
+    def fake(preset, batch, ratio, *args):
+        peaks = {"fp32": 100.0, "bf16": None}
+        return bench.BenchResult("maelab", "fp32", batch, ratio, 1, 10.0, 20.0, 0.5, 0.2, 100.0, gemm_peak_gflops=peaks)
+
+    monkeypatch.setattr(bench, "bench_maelab", fake)
+    assert main(["bench", "--device", "cpu", "--mask-ratio", "0.75"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "of the fp32 GEMM peak (100 GFLOP/s)" in out[2]
+    assert out[-1].startswith("GEMM peak fp32 100 GFLOP/s, bf16 emulated") and "measured by bench" in out[-1]
 
 
 # ------------------------------------------------------------------------------------ GEMM peak (issue 14)

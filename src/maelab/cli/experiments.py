@@ -105,7 +105,42 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+# ------------------------------------------------------------------------------------ recipe
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """Run (or continue) the recipe search the flags describe; prints the summary and where the results are."""
+    from maelab.config import RecipeOptions
+    from maelab.experiments.recipe import run_recipe
+    from maelab.experiments.recipe_plan import make_plan
+
+    plan = make_plan(options_from_args(RecipeOptions, args, "recipe"))
+    summary = run_recipe(plan, _command_line())
+    print(summary.read_text(), end="")
+    print(f"results: {plan.out} (summary.md, summary.csv, metrics.json, plots/, evals/, runs/)")
+    return 0
+
+
+def add_recipe_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``maelab recipe``."""
+    from maelab.config import RecipeOptions
+
+    p = sub.add_parser(
+        "recipe",
+        help="search the short-schedule recipe (batch, lr, warm-up, loss, data, widths) at an equal wall-clock "
+        "budget, scored on a validation split of the training set",
+        description="Train each candidate recipe for the same wall-clock budget of training steps on this machine "
+        "(its img/s is calibrated first and fixes its step count), on the training images minus --holdout "
+        "held-out ones; score each on those held-out images (k-NN k=20 and linear probe on frozen features, beside "
+        "the random-init encoder of the same shape; the test set is never read), rank them and report the winner's "
+        "margin with paired statistics. Writes OUT/summary.md, summary.csv, metrics.json, plots/, evals/ and "
+        "runs/. Re-running with the same --out continues an interrupted search. Run it on an otherwise idle "
+        "machine: the budget is wall-clock.",
+    )
+    add_dataclass_flags(p, RecipeOptions, "recipe")
+    p.set_defaults(func=cmd_recipe)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``maelab sweep`` and ``maelab compare`` on the ``maelab`` subcommand parser."""
+    """Register ``maelab sweep``, ``maelab compare`` and ``maelab recipe`` on the ``maelab`` subcommand parser."""
     add_sweep_parser(sub)
     add_compare_parser(sub)
+    add_recipe_parser(sub)

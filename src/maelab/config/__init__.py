@@ -47,12 +47,14 @@ from maelab.config.pretrain import (
     resolve_config,
     validate,
 )
+from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions
 
 __all__ = [
     "BenchOptions", "ExportOptions", "FinetuneConfig", "FinetuneOptions", "FrozenEvalOptions", "KnnOptions",
     "LinearOptions", "ProbeConfig", "ReconstructOptions", "ReportOptions",
     "COMPARE_PRETRAIN_DEFAULTS", "PRESETS", "CompareOptions", "EvalSettings", "SweepOptions", "SweepPreset",
     "method_config",
+    "RECIPE_BASE", "RECIPE_CANDIDATES", "RecipeCandidate", "RecipeOptions",
     "METHOD_TRAIN_DEFAULTS", "SECTIONS", "Config", "ConfigError", "DataConfig", "DinoConfig", "ModelConfig",
     "TrainConfig", "config_dict_with_defaults", "config_differences", "config_from_dict", "dino_checks",
     "field_types", "load_toml", "opt", "resolve_config", "update_section", "validate",

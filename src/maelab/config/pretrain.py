@@ -70,7 +70,7 @@ class TrainConfig:
     betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = opt("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 (autocast)")
+    precision: str = opt("auto", "auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")
     compile: bool = opt(False, "torch.compile the model")
     seed: int = opt(0, "random seed (data order, augmentation, masks, init)")
     out: str = opt("", "run directory (default: runs/<method>-<model>-<time>)")

@@ -200,14 +200,20 @@ def reconstruct_run(
 # ------------------------------------------------------------------------------------ bench
 def bench_command(opts: BenchOptions) -> Iterator[str]:
     """``maelab bench``: the hardware line, then one result line per ``opts.mask_ratio`` as it is measured."""
-    from maelab.bench import bench_maelab
-    from maelab.runtime import hardware_line
+    from maelab.bench import bench_maelab, gemm_peak_text
+    from maelab.runtime import bf16_support, choose_precision, hardware_line
 
     opts.validate()
-    yield hardware_line(resolve_device(opts.device))
+    device = resolve_device(opts.device)
+    yield hardware_line(device)
+    yield choose_precision(opts.precision, device).describe()
+    peaks: dict[str, float | None] = {}
     for ratio in opts.mask_ratio:
         r = bench_maelab(
             opts.model, opts.batch_size, ratio, opts.precision, opts.device, opts.compile, opts.attention,
             opts.patch_size, opts.rounds, opts.steps, opts.warmup,
         )  # fmt: skip
+        peaks = r.gemm_peak_gflops or peaks
         yield r.line()
+    if peaks:  # measured once per process by bench itself; the shares above are of these
+        yield gemm_peak_text(peaks, bf16_support(device)[0]) + " (this machine, measured by bench)"

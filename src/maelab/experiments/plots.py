@@ -153,3 +153,42 @@ def plot_compare(out: Path, trained: dict[str, dict[str, Any]], table: list[dict
     ax.legend(fontsize=8)
     paths.append(_save(fig, plots / "accuracy_bars.png"))
     return paths
+
+
+# ------------------------------------------------------------------------------------ recipe search
+def plot_recipe(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    """plots/loss_vs_time.png and plots/scores.png in ``out``.
+
+    ``rows``: one per candidate in rank order (``candidate``, ``norm_pix_loss``, ``budget_s``, ``knn``,
+    ``linear``, ``score``, ``random_init_score``); ``curves``: {candidate: [{train_seconds, loss}, ...]}.
+    Loss curves are split by target: norm_pix_loss and raw-pixel losses are not on one scale.
+    """
+    plt = _pyplot()
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, norm_pix in zip(axes, (True, False), strict=True):
+        for i, r in enumerate(rows):
+            if bool(r["norm_pix_loss"]) == norm_pix:
+                curve = curves[r["candidate"]]
+                ax.plot([c["train_seconds"] for c in curve], [c["loss"] for c in curve], color=f"C{i % 10}",
+                        label=r["candidate"])  # fmt: skip
+        ax.axvline(rows[0]["budget_s"], color="grey", linestyle=":", label="budget")
+        target = "per-patch normalised pixels (norm_pix_loss)" if norm_pix else "raw pixels"
+        ax.set(xlabel="training time (s)", ylabel="training loss (masked patches)", title=f"target: {target}")
+        ax.legend(fontsize=7)
+    paths.append(_save(fig, plots / "loss_vs_time.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
+    ys = list(range(len(rows)))[::-1]  # the winner on top
+    ax.barh(ys, [r["score"] for r in rows], color="C0", alpha=0.6, label="score (mean of the two)")
+    ax.plot([r["knn"] for r in rows], ys, "o", color="C1", label="k-NN k=20 (better pooling)")
+    ax.plot([r["linear"] for r in rows], ys, "s", color="C2", label="linear probe (better pooling)")
+    ax.plot([r["random_init_score"] for r in rows], ys, "|", color="k", markersize=14, label="random init score")
+    ax.set_yticks(ys, [r["candidate"] for r in rows])
+    ax.set(xlabel="validation top-1 (%) on the held-out training images")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    paths.append(_save(fig, plots / "scores.png"))
+    return paths

@@ -1,0 +1,134 @@
+"""Options of ``maelab recipe`` (the short-schedule recipe search) and its table of candidates.
+
+A candidate is a named set of overrides ({section: {field: value}}) of the pretraining config; every
+candidate trains for the same wall-clock budget on the training images minus a held-out validation
+split, and is scored on that split (never on the test set). See :mod:`maelab.experiments.recipe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from maelab.config.core import ConfigError, opt
+from maelab.config.evaluation import data_dir_opt, device_opt, precision_check, precision_opt, quiet_opt
+
+
+@dataclass(frozen=True)
+class RecipeCandidate:
+    """One recipe: ``overrides`` of the pretraining config, applied above :data:`RECIPE_BASE`."""
+
+    name: str
+    description: str
+    overrides: dict[str, dict[str, Any]]
+
+
+def _with(base: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``base`` with the fields of ``sections`` replaced or added (copies; ``base`` is unchanged)."""
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in sections.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+# Pretraining values every candidate shares (below its overrides): the ref encoder (256 x 4, 4 heads,
+# decoder 128 x 2) at patch 4, mask 0.75, 32x32 (the ModelConfig defaults). Loss curves need points:
+# a record every 5 steps (one host sync each, negligible on a CPU). One checkpoint kept per run.
+RECIPE_BASE: dict[str, dict[str, Any]] = {
+    "model": {"name": "ref", "patch_size": 4, "mask_ratio": 0.75, "img_size": 32},
+    "train": {"method": "mae", "log_every": 5, "keep_checkpoints": 1},
+}
+
+# The values are pinned, not left to the defaults, so that a candidate means the same recipe after
+# the defaults change (e.g. to this search's winner) and a resumed search is not silently altered.
+_DEFAULTS = {"train": {"batch_size": 256, "blr": 1.5e-4, "lr": 0.0, "warmup_epochs": 5.0},
+             "model": {"norm_pix_loss": False}}  # fmt: skip
+_GUESS = {"train": {"batch_size": 128, "blr": 1.5e-4, "lr": 1.0e-3, "warmup_epochs": 1.0},
+          "model": {"norm_pix_loss": True}}  # fmt: skip
+
+# name, what it tests, overrides. The lr of `guess` is absolute (--lr), so bs64 keeps it at batch 64.
+RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
+    RecipeCandidate(
+        "defaults",
+        "maelab's defaults before this search: batch 256, blr 1.5e-4 (lr 1.5e-4), warm-up "
+        "5 epochs (capped at a quarter of the run), raw-pixel loss",
+        _DEFAULTS,
+    ),
+    RecipeCandidate("guess", "a user's first guess: batch 128, lr 1e-3, warm-up 1 epoch, norm_pix_loss", _GUESS),
+    RecipeCandidate(
+        "guess-raw-pixels",
+        "guess without norm_pix_loss (raw-pixel targets)",
+        _with(_GUESS, model={"norm_pix_loss": False}),
+    ),
+    RecipeCandidate(
+        "bs64", "guess at batch 64 (twice the optimizer steps, same lr)", _with(_GUESS, train={"batch_size": 64})
+    ),
+    RecipeCandidate("lr2e-3", "guess with lr 2e-3", _with(_GUESS, train={"lr": 2.0e-3})),
+    RecipeCandidate(
+        "light-decoder",
+        "guess with a decoder 64 wide x 1 block",
+        _with(_GUESS, model={"decoder_embed_dim": 64, "decoder_depth": 1}),
+    ),
+    RecipeCandidate(
+        "narrow",
+        "guess with a narrower encoder: embed 192, depth 4, 3 heads",
+        _with(_GUESS, model={"embed_dim": 192, "encoder_depth": 4, "encoder_heads": 3}),
+    ),
+    RecipeCandidate(
+        "subset-10k",
+        "guess on a 10,000-image class-balanced subset (more epochs, fewer images)",
+        _with(_GUESS, data={"subset": 10000}),
+    ),
+)
+
+
+def candidates_by_name(names: tuple[str, ...] = (), table: tuple[RecipeCandidate, ...] = RECIPE_CANDIDATES
+                       ) -> list[RecipeCandidate]:  # fmt: skip
+    """The candidates named (in the order given), or the whole table; an unknown name is a ConfigError."""
+    known = {c.name: c for c in table}
+    if not names:
+        return list(table)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--candidates {' '.join(unknown)}: unknown; choose from {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--candidates {' '.join(names)}: each candidate once")
+    return [known[n] for n in names]
+
+
+@dataclass
+class RecipeOptions:
+    """What ``maelab recipe`` searches and how: the budget, the validation split, the evaluation."""
+
+    data_dir: str = data_dir_opt()  # no run here: $MAELAB_DATA unless given
+    out: str = opt("runs/recipe-cpu", "results folder (re-running with it continues the search)")
+    budget_minutes: float = opt(4.0, "wall-clock minutes of training steps per candidate on this machine")
+    holdout: int = opt(5000, "class-balanced training images held out as the validation split (never pretrained "
+                       "on; every score is on them, never on the test set)")  # fmt: skip
+    eval_subset: int = opt(10000, "non-held-out training images whose frozen features train the k-NN / linear "
+                           "probe (class-balanced, 0 = all)")  # fmt: skip
+    candidates: tuple[str, ...] = opt((), "candidates to train (default: all): "
+                                      + ", ".join(c.name for c in RECIPE_CANDIDATES), metavar="NAME")  # fmt: skip
+    seed: int = opt(0, "random seed of every candidate (init, data order, masks) and of the probes")
+    device: str = device_opt()
+    precision: str = precision_opt()  # of training and of the features
+    probe_epochs: int = opt(100, "linear-probe epochs")
+    calibration_steps: int = opt(5, "timed training steps (after 2 untimed ones, and at least 5 s) that measure a "
+                                 "candidate's img/s before its step count is fixed")  # fmt: skip
+    quiet: bool = quiet_opt("no progress bars; one log line per epoch")
+    isolate: bool = True  # pretrain in a fresh process per run (tests set False: no seconds of imports)
+
+    def validate(self) -> None:
+        """Reject values that cannot work, naming the flag."""
+        checks = [
+            (self.budget_minutes > 0, f"--budget-minutes must be > 0, got {self.budget_minutes}"),
+            (self.holdout > 0, f"--holdout must be > 0 (the validation split), got {self.holdout}"),
+            (self.eval_subset >= 0, f"--eval-subset must be >= 0, got {self.eval_subset}"),
+            (self.probe_epochs >= 1, f"--probe-epochs must be >= 1, got {self.probe_epochs}"),
+            (self.calibration_steps >= 1, f"--calibration-steps must be >= 1, got {self.calibration_steps}"),
+            (bool(self.out), "--out must name a folder"),
+            precision_check(self.precision),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

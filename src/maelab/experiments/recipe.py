@@ -1,0 +1,259 @@
+"""The short-schedule recipe search: which knobs learn the most per CPU-hour, measured on a validation
+split of the TRAINING set (``--holdout`` images, never pretrained on); the test set is never read.
+
+    per candidate: calibrate (img/s of its exact config, this process) -> steps = budget x img/s / batch
+    -> pretrain that many steps (fresh process, resumable) -> k-NN (k=20) and linear probe on frozen
+    features of the validation images, beside the random-init encoder of the same shape -> rank -> report
+
+Every candidate gets the same wall-clock budget of training steps on this machine; its calibrated
+img/s fixes its step count before it trains, and the training seconds it actually used (from its
+metrics.jsonl, start-up excluded) are reported beside the budget.
+
+Results folder (``OUT``)::
+
+    recipe.json      the shared settings and every finished stage; re-running continues the search
+    runs/<name>/     one pretraining run per candidate
+    evals/<name>/    knn.{json,md} and linear.{json,md} (the candidate and its random-init twin)
+    plots/           loss_vs_time.png, scores.png
+    summary.md, summary.csv, metrics.json
+
+Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps), ``pretrain:<name>``
+(the finished run's time, loss and curve), ``eval:<name>`` (the validation scores). A candidate's
+overrides are stored with its calibration: a changed candidate is refused, not mixed with old results.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maelab import checkpoint as ckpt
+from maelab import rundir
+from maelab.config import Config, ConfigError
+from maelab.config.recipe import RecipeCandidate
+from maelab.experiments import child
+from maelab.experiments.recipe_plan import (
+    KNN_K,
+    MIN_CALIBRATION_SECONDS,
+    POOLINGS,
+    WARMUP_STEPS,
+    RecipePlan,
+    baseline_config,
+    images_per_step,
+    peak_lr,
+    planned_steps,
+    warmup_steps,
+)
+from maelab.experiments.stages import Stages
+
+
+def _train_images(cfg: Config) -> Any:
+    """The images ``cfg`` pretrains on: the training split minus the held-out ones, then ``--subset``."""
+    from maelab.data import load_data
+
+    return load_data(cfg.data, "train", cfg.model.img_size)
+
+
+# ------------------------------------------------------------------------------------ calibration
+def measure_img_per_s(cfg: Config, images: torch.Tensor, min_steps: int, min_seconds: float = 0.0) -> dict:
+    """Training img/s of ``cfg``'s exact model, loss (augmentation included), optimizer and precision on
+    the uint8 batch ``images`` (B, C, H, W): :data:`WARMUP_STEPS` untimed steps, then single timed steps
+    until there are ``min_steps`` of them and ``min_seconds`` have passed. Returns {img_per_s, timed_steps,
+    timed_seconds, median_step_s, precision, precision_reason, device}."""
+    from maelab.bench import Contender, adamw, time_steps
+    from maelab.methods import get_method
+    from maelab.runtime import choose_precision, resolve_device
+
+    device = resolve_device(cfg.train.device)
+    precision = choose_precision(cfg.train.precision, device)
+    method = get_method(cfg.train.method)
+    torch.manual_seed(cfg.train.seed)
+    model = method.build(cfg).to(device).train()
+    if hasattr(model, "set_fused_attention"):
+        model.set_fused_attention(device.type == "cuda")  # as the training loop does
+    c = Contender(cfg.train.method, model, lambda x: method.loss(model, x, cfg), model.forward_features,
+                  adamw(model, device, peak_lr(cfg)), precision.dtype, device, precision.reason)  # fmt: skip
+    batch = images.to(device)
+    time_steps(c.train_step, batch, WARMUP_STEPS, device)
+    times: list[float] = []
+    while len(times) < min_steps or sum(times) < min_seconds:
+        times.append(time_steps(c.train_step, batch, 1, device))
+    return {
+        "img_per_s": round(len(times) * batch.shape[0] / sum(times), 2), "timed_steps": len(times),
+        "timed_seconds": round(sum(times), 3), "median_step_s": round(sorted(times)[len(times) // 2], 4),
+        "precision": precision.name, "precision_reason": precision.reason, "device": str(device),
+    }  # fmt: skip
+
+
+def calibrate(plan: RecipePlan, cand: RecipeCandidate) -> dict[str, Any]:
+    """The calibration stage of ``cand``: its measured img/s and the steps that fill the budget."""
+    cfg = plan.config(cand)
+    train = _train_images(cfg)
+    per_step = images_per_step(cfg)
+    if len(train) < per_step:
+        raise ConfigError(f"candidate {cand.name}: {len(train)} training images, fewer than a step's {per_step}")
+    speed = measure_img_per_s(cfg, train.images[: cfg.train.batch_size], plan.options.calibration_steps,
+                              MIN_CALIBRATION_SECONDS)  # fmt: skip
+    steps = planned_steps(plan.budget_s, speed["img_per_s"], per_step)
+    return {
+        "overrides": json.loads(json.dumps(cand.overrides)), "budget_s": plan.budget_s, **speed,
+        "images_per_step": per_step, "planned_steps": steps, "train_images": len(train),
+        "planned_epochs": round(steps * per_step / len(train), 3),
+    }  # fmt: skip
+
+
+def check_candidate(stages: Stages, cand: RecipeCandidate) -> None:
+    """Refuse a candidate whose overrides differ from those its stored stages ran with."""
+    done = stages.get(f"calibrate:{cand.name}")
+    if done is not None and done["overrides"] != json.loads(json.dumps(cand.overrides)):
+        raise ConfigError(
+            f"candidate {cand.name} changed since it was calibrated in {stages.path} ({done['overrides']} then, "
+            f"{cand.overrides} now); use another --out, or delete its runs/{cand.name} and its stages"
+        )
+
+
+# ------------------------------------------------------------------------------------ pretraining
+def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
+    """Time, loss and curve of a finished candidate run; checks that it trained on the non-held-out images."""
+    summary, records, meta = rundir.read_summary(run), rundir.read_metrics(run), ckpt.load_meta(run)
+    if summary is None:
+        raise ckpt.CheckpointError(f"{run}: no summary.json; the run has not finished")
+    per_step = images_per_step(cfg)
+    if meta["steps_per_epoch"] != calib["train_images"] // per_step:
+        raise ConfigError(
+            f"{run}: pretraining ran {meta['steps_per_epoch']} steps an epoch, but the {calib['train_images']} "
+            f"training images left after --holdout {cfg.data.holdout} give {calib['train_images'] // per_step} steps "
+            f"of {per_step}: it read other images, maybe the held-out validation ones (the training loop must load "
+            "its images with maelab.data.load_data(cfg.data, 'train', ...)); its scores would not be valid"
+        )
+    train_s = rundir.training_seconds(records, per_step)
+    return {
+        "run": str(run), "steps": summary.steps, "train_seconds": round(train_s, 2),
+        "budget_use": round(train_s / calib["budget_s"], 4), "wall_time_s": summary.wall_time_s,
+        "epochs": round(summary.steps * per_step / calib["train_images"], 3), "steps_per_epoch": meta["steps_per_epoch"],
+        "warmup_steps": warmup_steps(cfg, meta["steps_per_epoch"], summary.steps), "peak_lr": peak_lr(cfg),
+        "median_img_per_s": summary.median_img_per_s, "first_loss": summary.first_loss,
+        "final_loss": summary.final_loss, "peak_memory_mb": summary.peak_memory_mb, "device": summary.device,
+        "precision": summary.precision,
+        "curve": [{"step": r["step"], "loss": r["loss"],
+                   "train_seconds": round(rundir.training_seconds(records, per_step, r["step"]), 2)} for r in records],
+    }  # fmt: skip
+
+
+def pretrain(plan: RecipePlan, cand: RecipeCandidate, calib: dict[str, Any]) -> dict[str, Any]:
+    """The pretraining stage of ``cand``: its planned steps, trained (or resumed) to the end."""
+    cfg = plan.config(cand, calib["planned_steps"])
+    run = Path(cfg.train.out)
+    if rundir.latest_checkpoint(run) is not None and rundir.load_config(run).train.steps != cfg.train.steps:
+        raise ConfigError(f"{run} holds a run of {rundir.load_config(run).train.steps} steps, not the "
+                          f"{cfg.train.steps} calibrated now; delete it to train it again")  # fmt: skip
+    if not rundir.is_finished(run):
+        child.train_until(run, cfg, None, plan.options.isolate)
+        if not rundir.is_finished(run):
+            raise ckpt.CheckpointError(f"{run}: pretraining returned but summary.json does not say finished")
+    return run_record(run, cfg, calib)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def load_val_data(plan: RecipePlan, img_size: int) -> Any:
+    """EvalData: train = ``--eval-subset`` non-held-out training images, test = the held-out (val) images."""
+    from maelab.data import load_data
+    from maelab.eval.frozen import EvalData
+
+    d = plan.base_config().data
+    train = load_data(d, "train", img_size, subset=plan.options.eval_subset)
+    val = load_data(d, "val", img_size)
+    info = {
+        "data_dir": d.data_dir, "classes": len(train.classes), "train_images": len(train), "test_images": len(val),
+        "train_subset": plan.options.eval_subset or "all", "test_subset": "all",
+        "test_split": f"val: the {len(val)} held-out training images (--holdout {d.holdout}); the test set is unused",
+    }  # fmt: skip
+    return EvalData(train, val, info)
+
+
+def _by_pooling(report: dict[str, Any], value: Callable[[dict[str, Any]], Any], role: str) -> dict[str, Any]:
+    return {r["pooling"]: value(r) for r in report["results"] if r["role"] == role}
+
+
+def _paired(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("difference", "ci_low", "ci_high", "p_value", "n")
+    return {k: row["vs_random_init"][k] for k in keep} if "vs_random_init" in row else {}
+
+
+def scores_of(knn: dict[str, Any], linear: dict[str, Any]) -> dict[str, Any]:
+    """The compact validation result of one candidate from its k-NN and linear reports (evaluated row =
+    the candidate, baseline row = its random-init twin): accuracies per pooling, the random init's, the
+    paired comparison with it, and the per-image flags (packed) for comparing candidates later."""
+    k = str(KNN_K)
+    return {
+        "val_images": knn["data"]["test_images"], "probe_train_images": knn["data"]["train_images"],
+        "knn": _by_pooling(knn, lambda r: r["top1"][k], "evaluated"),
+        "linear": _by_pooling(linear, lambda r: r["test_top1"], "evaluated"),
+        "random_init": {"knn": _by_pooling(knn, lambda r: r["top1"][k], "baseline"),
+                        "linear": _by_pooling(linear, lambda r: r["test_top1"], "baseline")},
+        "vs_random_init": {"knn": _by_pooling(knn, _paired, "evaluated"),
+                           "linear": _by_pooling(linear, _paired, "evaluated")},
+        "correct": {"knn": _by_pooling(knn, lambda r: r["test_correct"][k], "evaluated"),
+                    "linear": _by_pooling(linear, lambda r: r["test_correct"], "evaluated")},
+        "seconds": {"knn": knn["wall_time_s"], "linear": linear["wall_time_s"]},
+        "precision": knn["settings"].get("precision"),
+    }  # fmt: skip
+
+
+def evaluate(plan: RecipePlan, cand: RecipeCandidate, data: Callable[[int], Any]) -> dict[str, Any]:
+    """The evaluation stage of ``cand``: k-NN and linear probe of its encoder and of the random init of the
+    same encoder on the validation split, into ``OUT/evals/<name>/`` (a report already there is read back)."""
+    from maelab.eval.features import random_init_encoder, run_encoder
+    from maelab.eval.frozen import evaluate_knn, evaluate_linear, knn_markdown, linear_markdown, write_report
+    from maelab.eval.linear_probe import ProbeConfig
+    from maelab.runtime import resolve_device
+
+    o, out = plan.options, plan.out / "evals" / cand.name
+    device, progress = resolve_device(o.device), not o.quiet
+    reports: dict[str, dict[str, Any]] = {}
+    for kind in ("knn", "linear"):
+        path = out / f"{kind}.json"
+        if not path.is_file():
+            encoder, cfg = run_encoder(plan.run_dir(cand))
+            encoders = [encoder, random_init_encoder(baseline_config(cfg, plan.base_config()), cfg.train.seed)]
+            common = dict(batch_size=256, device=device, progress=progress, precision=o.precision)
+            if kind == "knn":
+                report = evaluate_knn(encoders, data(cfg.model.img_size), POOLINGS, plan.ks, **common)
+                write_report(report, knn_markdown(report), out, kind)
+            else:
+                probe = ProbeConfig(epochs=o.probe_epochs, seed=o.seed)
+                report = evaluate_linear(encoders, data(cfg.model.img_size), POOLINGS, probe, **common)
+                write_report(report, linear_markdown(report), out, kind)
+        reports[kind] = json.loads(path.read_text())
+    return scores_of(reports["knn"], reports["linear"])
+
+
+# ------------------------------------------------------------------------------------ the search
+def run_recipe(plan: RecipePlan, command: str = "") -> Path:
+    """Run (or continue) the search of ``plan``; returns ``OUT/summary.md``.
+
+    Each candidate is calibrated right before it trains (the machine's state is then the closest to
+    its training's), and evaluated after it, so a stopped search has whole candidates to show.
+    """
+    from maelab.experiments.recipe_summary import write_results
+
+    stages = plan.open_stages()
+    for cand in plan.candidates:
+        check_candidate(stages, cand)
+    data = functools.cache(functools.partial(load_val_data, plan))
+    results: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for cand in plan.candidates:
+        calib = stages.once(f"calibrate:{cand.name}", functools.partial(calibrate, plan, cand))
+        record = stages.once(f"pretrain:{cand.name}", functools.partial(pretrain, plan, cand, calib))
+        scores = stages.once(f"eval:{cand.name}", functools.partial(evaluate, plan, cand, data))
+        results[cand.name] = {"calibration": calib, "run": record, "val": scores}
+    stages.data["wall_time_this_call_s"] = round(time.perf_counter() - start, 1)
+    stages.save()
+    return write_results(plan, results, command, stages.data["wall_time_this_call_s"])

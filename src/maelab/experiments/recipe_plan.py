@@ -1,0 +1,157 @@
+"""The plan of a recipe search: its options and candidates, each candidate's pretraining config, the
+state file, and the two rules of the search: the equal wall-clock budget (steps from a calibrated
+img/s) and the random-init baseline of the same encoder shape.
+
+Values of a candidate's config: defaults < :data:`RECIPE_BASE` < the search's options (data, holdout,
+seed, device, precision) < the candidate's overrides < its step count and run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maelab.config import Config, ConfigError, ModelConfig, resolve_config
+from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
+from maelab.experiments.stages import Stages
+
+STATE_FILE = "recipe.json"
+KNN_K = 20  # the k of the score (DINO's default)
+KS = (10, KNN_K, 200)  # k-NN neighbour counts in the reports
+POOLINGS = ("cls", "mean")
+WARMUP_STEPS = 2  # untimed calibration steps: allocations on the first, AdamW's state on the first step()
+MIN_CALIBRATION_SECONDS = 5.0  # a calibration times at least this long (one small-batch step is noisy)
+# The decoder and the loss do not change the encoder: the random-init baseline of every candidate with
+# the same encoder is built from these fields of the base, so its features are cached once and reused.
+ENCODER_ONLY_RESET = ("decoder_embed_dim", "decoder_depth", "decoder_heads", "norm_pix_loss", "mask_ratio")
+# Options that may change between calls of one search (not part of its settings).
+PER_CALL_OPTIONS = ("out", "candidates", "quiet", "isolate")
+
+
+def _merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@dataclass
+class RecipePlan:
+    """A resolved search: ``options`` (validated), the ``candidates`` of this call and the shared ``base``."""
+
+    options: RecipeOptions
+    candidates: list[RecipeCandidate]
+    base: dict[str, dict[str, Any]] = field(default_factory=lambda: _merge(RECIPE_BASE))
+    ks: tuple[int, ...] = KS
+
+    @property
+    def out(self) -> Path:
+        return Path(self.options.out)
+
+    @property
+    def budget_s(self) -> float:
+        """The training time every candidate gets, in seconds."""
+        return 60.0 * self.options.budget_minutes
+
+    def shared_values(self) -> dict[str, dict[str, Any]]:
+        """The pretraining values of every candidate before its overrides: the base and the options."""
+        o = self.options
+        return _merge(self.base, {
+            "data": {"data_dir": o.data_dir, "holdout": o.holdout},
+            "train": {"seed": o.seed, "device": o.device, "precision": o.precision, "quiet": o.quiet},
+        })  # fmt: skip
+
+    def run_dir(self, cand: RecipeCandidate) -> Path:
+        return self.out / "runs" / cand.name
+
+    def config(self, cand: RecipeCandidate, steps: int = 0) -> Config:
+        """``cand``'s pretraining config (``steps`` optimizer steps, into ``OUT/runs/<name>``), validated."""
+        values = _merge(
+            self.shared_values(), cand.overrides, {"train": {"steps": steps, "out": str(self.run_dir(cand))}}
+        )
+        try:
+            return resolve_config(None, values, f"recipe candidate {cand.name}")
+        except ConfigError as e:
+            raise ConfigError(f"candidate {cand.name}: {e}") from e
+
+    def base_config(self) -> Config:
+        """The config of the shared values alone (the data and evaluation settings of every candidate)."""
+        return resolve_config(None, self.shared_values(), "recipe base")
+
+    def settings(self) -> dict[str, Any]:
+        """What a search keeps in ``OUT/recipe.json``: the shared values and options (not the per-call ones)."""
+        opts = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PER_CALL_OPTIONS}
+        return {"options": opts, "base": _as_json(self.base), "ks": list(self.ks)}
+
+    def open_stages(self) -> Stages:
+        """``OUT/recipe.json``: created for a new search, or checked against these settings to continue one."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        defaults = {k: v for k, v in dataclasses.asdict(RecipeOptions()).items() if k not in PER_CALL_OPTIONS}
+        return Stages(self.out / STATE_FILE, self.settings(), "a recipe search", option_defaults={"options": defaults})
+
+
+def make_plan(
+    options: RecipeOptions | None = None,
+    table: tuple[RecipeCandidate, ...] = RECIPE_CANDIDATES,
+    base: dict[str, dict[str, Any]] | None = None,
+    ks: tuple[int, ...] = KS,
+) -> RecipePlan:
+    """Resolve a search: the candidates of ``options.candidates`` from ``table`` (all when none are named),
+    with ``base`` below their overrides. Every candidate's config is validated now, and the data
+    directory is made absolute, so runs and evaluations read the same data whatever the working directory.
+    """
+    from maelab.data import resolve_data_dir
+
+    options = dataclasses.replace(options or RecipeOptions())
+    options.validate()
+    if KNN_K not in ks:
+        raise ConfigError(f"the score needs k-NN at k={KNN_K}; got ks {ks}")
+    options.data_dir = str(resolve_data_dir(options.data_dir or None).resolve())
+    plan = RecipePlan(options, candidates_by_name(tuple(options.candidates), table), _merge(base or RECIPE_BASE), ks)
+    for cand in plan.candidates:
+        plan.config(cand)
+    return plan
+
+
+def images_per_step(cfg: Config) -> int:
+    """Images per optimizer step of a one-process run."""
+    return cfg.train.batch_size * cfg.train.accum_steps
+
+
+def planned_steps(budget_s: float, img_per_s: float, per_step: int) -> int:
+    """Optimizer steps that fill ``budget_s`` seconds at ``img_per_s`` with ``per_step`` images a step (>= 1)."""
+    if img_per_s <= 0 or per_step <= 0:
+        raise ValueError(f"need a positive speed and batch, got {img_per_s} img/s and {per_step} images a step")
+    return max(1, round(budget_s * img_per_s / per_step))
+
+
+def warmup_steps(cfg: Config, steps_per_epoch: int, total_steps: int) -> int:
+    """The warm-up length the training loop uses (``--warmup-epochs``, capped at a quarter of the run)."""
+    return round(min(cfg.train.warmup_epochs * steps_per_epoch, total_steps / 4))
+
+
+def peak_lr(cfg: Config) -> float:
+    """The peak learning rate of a one-process run: ``--lr``, or ``--blr`` x effective batch / 256."""
+    t = cfg.train
+    return t.lr if t.lr > 0 else t.blr * images_per_step(cfg) / 256
+
+
+def baseline_config(cfg: Config, base: Config) -> Config:
+    """``cfg`` with its decoder, loss target and mask ratio set to ``base``'s: the same encoder, so the same
+    random init (seeded), and one feature-cache key for every candidate of that encoder shape."""
+    model = dataclasses.replace(cfg.model, **{k: getattr(base.model, k) for k in ENCODER_ONLY_RESET})
+    return dataclasses.replace(cfg, model=model)
+
+
+def encoder_shape(cfg: Config) -> str:
+    """``256x4 (4 heads), patch 4``: the encoder a candidate trains (the random-init baseline's shape)."""
+    m: ModelConfig = cfg.model
+    return f"{m.embed_dim}x{m.encoder_depth} ({m.encoder_heads} heads), patch {m.patch_size}"

@@ -1,0 +1,181 @@
+"""The recipe search: its candidate table and plan, the equal-budget step rule, the ranking and margin on
+hand-made numbers, and a tiny end-to-end search (two tiny candidates) that scores the held-out validation
+images, never the test set, and continues from its stages without redoing any."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maelab import data as data_module
+from maelab.cli import main
+from maelab.config import RECIPE_CANDIDATES, ConfigError, RecipeCandidate, RecipeOptions
+from maelab.eval.stats import pack_correct
+from maelab.experiments import child, recipe
+from maelab.experiments.recipe_plan import (
+    baseline_config,
+    make_plan,
+    planned_steps,
+)
+from maelab.experiments.recipe_summary import candidate_flags, margin, rank, score
+
+from .conftest import TINY_MODEL, write_image_folder
+
+# 2 classes x 20 images of 16x16 per split: 40 train (8 held out -> 32 pretraining), 40 test.
+HOLDOUT, PER_CLASS = 8, 20
+TINY_BASE = {
+    "model": {**TINY_MODEL, "img_size": 16, "patch_size": 4, "mask_ratio": 0.75},
+    "train": {"method": "mae", "log_every": 1, "keep_checkpoints": 1},
+}
+TINY_CANDIDATES = (
+    RecipeCandidate("a", "batch 8, lr 1e-3", {"train": {"batch_size": 8, "lr": 1e-3, "warmup_epochs": 0.0}}),
+    RecipeCandidate(
+        "b", "batch 4, norm_pix_loss", {"train": {"batch_size": 4, "lr": 1e-3}, "model": {"norm_pix_loss": True}}
+    ),
+)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "data", per_class=PER_CLASS, size=16)
+
+
+def tiny_plan(folder: Path, out: Path, table: tuple[RecipeCandidate, ...] = TINY_CANDIDATES) -> recipe.RecipePlan:
+    opts = RecipeOptions(
+        data_dir=str(folder), out=str(out), budget_minutes=0.01, holdout=HOLDOUT, eval_subset=16, device="cpu",
+        precision="fp32", probe_epochs=2, calibration_steps=2, quiet=True, isolate=False,
+    )  # fmt: skip
+    return make_plan(opts, table, TINY_BASE)
+
+
+# ------------------------------------------------------------------------------------ plan
+def test_every_candidate_resolves_and_baselines_share_an_encoder_shape(folder: Path, tmp_path: Path) -> None:
+    plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out")))
+    assert [c.name for c in plan.candidates] == [c.name for c in RECIPE_CANDIDATES]
+    assert len({c.name for c in RECIPE_CANDIDATES}) == len(RECIPE_CANDIDATES)
+    cfgs = {c.name: plan.config(c) for c in plan.candidates}
+    assert cfgs["defaults"].train.batch_size == 256 and cfgs["defaults"].train.blr == 1.5e-4
+    assert not cfgs["defaults"].model.norm_pix_loss and cfgs["defaults"].data.holdout == 5000
+    g = cfgs["guess"]
+    assert (g.train.batch_size, g.train.lr, g.train.warmup_epochs, g.model.norm_pix_loss) == (128, 1e-3, 1.0, True)
+    assert (g.model.embed_dim, g.model.patch_size, g.model.mask_ratio, g.model.img_size) == (256, 4, 0.75, 32)
+    assert cfgs["narrow"].model.embed_dim == 192 and cfgs["subset-10k"].data.subset == 10000
+    # The random-init twin depends on the encoder only: one cached baseline for every ref-shaped candidate.
+    base = plan.base_config()
+    twins = {n: json.dumps(baseline_config(c, base).model.__dict__, sort_keys=True) for n, c in cfgs.items()}
+    assert len({twins[n] for n in cfgs if n != "narrow"}) == 1 and twins["narrow"] != twins["guess"]
+    assert candidate_flags(RECIPE_CANDIDATES[1].overrides) == (
+        "--batch-size 128 --blr 0.00015 --lr 0.001 --warmup-epochs 1 --norm-pix-loss"
+    )
+    with pytest.raises(ConfigError, match="unknown"):
+        make_plan(RecipeOptions(data_dir=str(folder), candidates=("guess", "bogus")))
+    with pytest.raises(ConfigError, match="--holdout"):
+        make_plan(RecipeOptions(data_dir=str(folder), holdout=0))
+
+
+def test_planned_steps_fill_the_budget() -> None:
+    assert planned_steps(240.0, 140.0, 128) == 262  # 240 s x 140 img/s / 128 images a step
+    assert planned_steps(1.0, 10.0, 256) == 1  # at least one step
+    with pytest.raises(ValueError):
+        planned_steps(240.0, 0.0, 128)
+
+
+# ------------------------------------------------------------------------------------ ranking
+def val_result(knn: dict[str, float], linear: dict[str, float], n: int = 1000, seed: int = 0) -> dict:
+    """A validation result with per-image flags of exactly these accuracies (random which images)."""
+    rng = np.random.default_rng(seed)
+
+    def flags(acc: float) -> dict:
+        right = np.zeros(n, dtype=bool)
+        right[rng.permutation(n)[: round(acc * n / 100)]] = True
+        return pack_correct(right)
+
+    return {
+        "knn": knn, "linear": linear, "random_init": {"knn": {"cls": 20.0, "mean": 25.0}, "linear": {"cls": 30.0,
+        "mean": 31.0}}, "correct": {"knn": {p: flags(a) for p, a in knn.items()},
+        "linear": {p: flags(a) for p, a in linear.items()}}, "val_images": n,
+    }  # fmt: skip
+
+
+def test_score_rank_and_margin_on_hand_made_numbers() -> None:
+    a = val_result({"cls": 40.0, "mean": 60.0}, {"cls": 55.0, "mean": 70.0}, seed=1)
+    b = val_result({"cls": 45.0, "mean": 44.0}, {"cls": 50.0, "mean": 49.0}, seed=2)
+    c = val_result({"cls": 40.0, "mean": 59.5}, {"cls": 50.0, "mean": 69.5}, seed=3)
+    s = score(a)
+    assert (s["knn_pooling"], s["linear_pooling"], s["score"]) == ("mean", "mean", 65.0)  # better pooling each
+    assert s["random_init_score"] == 28.0 and s["over_random_init"] == 37.0  # random init at the same poolings
+    assert rank({"b": b, "c": c, "a": a}) == ["a", "c", "b"]
+    far = margin(("a", "b"), a, b)
+    assert far["score_difference"] == 65.0 - 47.5 and far["a_better_on"] == ["k-NN (k=20)", "linear probe"]
+    assert far["verdict"].startswith("a beats b beyond noise")
+    near = margin(("a", "c"), a, c)  # 0.5 points on 1000 images: a tie, not a win
+    assert near["a_better_on"] == [] and near["verdict"].startswith("a tie")
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_calibration_times_the_candidates_training_step(folder: Path, tmp_path: Path) -> None:
+    plan = tiny_plan(folder, tmp_path / "out")
+    cfg = plan.config(plan.candidates[0])
+    train = recipe._train_images(cfg)
+    assert len(train) == 2 * PER_CLASS - HOLDOUT
+    speed = recipe.measure_img_per_s(cfg, train.images[:8], min_steps=2)
+    assert speed["timed_steps"] == 2 and speed["img_per_s"] > 0 and speed["precision"] == "fp32"
+
+
+def test_tiny_search_scores_val_images_and_resumes(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
+    # A fixed speed (40 img/s) makes the step counts known: 0.6 s x 40 / 8 = 3 steps (a), / 4 = 6 steps (b).
+    monkeypatch.setattr(recipe, "measure_img_per_s", lambda cfg, images, n, s=0.0: {
+        "img_per_s": 40.0, "timed_steps": n, "timed_seconds": 1.0, "median_step_s": 0.2, "precision": "fp32",
+        "precision_reason": "forced", "device": "cpu"})  # fmt: skip
+    splits: list[str] = []
+    real_load_split = data_module.load_split
+    monkeypatch.setattr(data_module, "load_split", lambda root, split, *a, **k: (
+        splits.append(split), real_load_split(root, split, *a, **k))[1])  # fmt: skip
+    out = tmp_path / "out"
+    summary = recipe.run_recipe(tiny_plan(folder, out), "maelab recipe (test)")
+
+    assert "test" not in splits  # the test set is never read
+    for name in ("summary.md", "summary.csv", "metrics.json", "recipe.json", "plots/loss_vs_time.png",
+                 "plots/scores.png", "evals/a/knn.json", "evals/b/linear.md"):  # fmt: skip
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name, steps in (("a", 3), ("b", 6)):
+        r = metrics["results"][name]
+        assert r["calibration"]["planned_steps"] == steps == r["run"]["steps"]
+        assert r["calibration"]["train_images"] == 2 * PER_CLASS - HOLDOUT
+        assert r["val"]["val_images"] == HOLDOUT and r["val"]["probe_train_images"] == 16  # val, not the 40 test
+        knn = json.loads((out / "evals" / name / "knn.json").read_text())
+        assert knn["data"]["test_images"] == HOLDOUT and knn["results"][0]["test_correct"]["20"]["n"] == HOLDOUT
+        assert {r["role"] for r in knn["results"]} == {"evaluated", "baseline"}
+    assert metrics["winner"] == metrics["ranking"][0] and set(metrics["ranking"]) == {"a", "b"}
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["candidate"] for r in rows] == metrics["ranking"] and rows[0]["vs_winner"] == "winner"
+    text = summary.read_text()
+    assert "Winner" in text and "wall-clock on THIS machine" in text and "test set is never read" in text
+    stages = json.loads((out / "recipe.json").read_text())["stages"]
+    assert {f"{s}:{n}" for s in ("calibrate", "pretrain", "eval") for n in "ab"} <= set(stages)
+
+    # Re-running continues: every stage is read back, nothing is calibrated, trained or evaluated again.
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished stage was redone")
+
+    for target, name in ((child, "train_until"), (recipe, "measure_img_per_s"), (recipe, "evaluate")):
+        monkeypatch.setattr(target, name, fail)
+    before = json.loads((out / "metrics.json").read_text())["rows"]
+    recipe.run_recipe(tiny_plan(folder, out))
+    assert json.loads((out / "metrics.json").read_text())["rows"] == before
+
+    # A candidate changed since its stages ran is refused, not mixed with them.
+    changed = (TINY_CANDIDATES[0], RecipeCandidate("b", "changed", {"train": {"batch_size": 8}}))
+    with pytest.raises(ConfigError, match="candidate b changed"):
+        recipe.run_recipe(tiny_plan(folder, out, changed))
+
+
+def test_cli_rejects_unknown_candidates(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipe", "--data-dir", str(folder), "--candidates", "nope"]) == 2
+    assert "unknown" in capsys.readouterr().err
