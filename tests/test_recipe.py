@@ -126,7 +126,9 @@ def test_calibration_times_the_candidates_training_step(folder: Path, tmp_path: 
     assert speed["timed_steps"] == 2 and speed["img_per_s"] > 0 and speed["precision"] == "fp32"
 
 
-def test_tiny_search_scores_val_images_and_resumes(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_search_scores_val_images_and_resumes(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
     # A fixed speed (40 img/s) makes the step counts known: 0.6 s x 40 / 8 = 3 steps (a), / 4 = 6 steps (b).
     monkeypatch.setattr(recipe, "measure_img_per_s", lambda cfg, images, n, s=0.0: {

@@ -21,3 +21,15 @@ def test_steps_end_a_run_part_way_through_an_epoch_with_a_full_schedule(tmp_path
     # warm-up is capped at a quarter of the 13 steps (3), not the 10 steps of one epoch; the cosine ends at 0
     assert records[0]["lr"] < records[1]["lr"] or records[-1]["lr"] < records[0]["lr"]
     assert records[-1]["lr"] < 0.05 * max(r["lr"] for r in records)
+
+
+def test_pretraining_never_sees_the_held_out_images(tmp_path: Path) -> None:
+    from maelab.train import pretrain
+
+    from .conftest import tiny_config, write_image_folder
+
+    data = write_image_folder(tmp_path / "data", per_class=20, size=32)  # 40 training images
+    cfg = tiny_config(data, tmp_path / "run", subset=0, epochs=1, batch_size=4, warmup_epochs=0, device="cpu")
+    cfg.data.holdout = 8  # the last 4 of each class
+    run = pretrain(cfg)
+    assert load_meta(run)["steps_per_epoch"] == (40 - 8) // 4

@@ -352,7 +352,7 @@ def split_holdout(data: ImageData, holdout: int) -> tuple[ImageData, ImageData]:
 SPLITS = ("train", "val", "test")
 
 
-def load_data(d: DataConfig, split: str, img_size: int, subset: int | None = None) -> ImageData:
+def load_data(d: DataConfig, split: str, img_size: int | None, subset: int | None = None) -> ImageData:
     """A split as the data options describe it. ``train``: the training images minus the held-out ones
     (``d.holdout``), then a class-balanced ``subset`` (default ``d.subset``; 0 = all); ``val``: the
     held-out training images; ``test``: the test images (``subset`` applies too)."""

@@ -12,6 +12,7 @@ reconstructions (found under ``RUN/eval`` or drawn for a single run), evaluation
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
@@ -172,7 +173,7 @@ def plot_loss_curves(runs: list[Path], root: Path, path: Path) -> Path | None:
 
 def draw_reconstruction(run: Path, path: Path, data_dir: str | None = None, n: int = 8, seed: int = 0) -> Path:
     """The reconstruction figure of ``n`` seeded test images (maelab.visualize) of a run, saved to ``path``."""
-    from maelab.data import load_split
+    from maelab.data import load_data
     from maelab.methods import load_model
     from maelab.models.mae import MAE
     from maelab.visualize import choose_images, fixed_noise, reconstruction_panels, save_figure
@@ -182,7 +183,7 @@ def draw_reconstruction(run: Path, path: Path, data_dir: str | None = None, n: i
         raise ConfigError(f"{run}: a {cfg.train.method!r} run has no pixel decoder to draw reconstructions")
     model.set_fused_attention(False)  # CPU: the explicit attention path is the faster one
     d = cfg.data
-    test = load_split(data_dir or d.data_dir, "test", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
+    test = load_data(dataclasses.replace(d, data_dir=data_dir or d.data_dir), "test", cfg.model.img_size)
     idx = choose_images(len(test), min(n, len(test)), seed)
     noise = fixed_noise(len(test), model.num_patches, seed)[idx]
     panels = reconstruction_panels(model, test.images[idx], d.mean, d.std, noise)

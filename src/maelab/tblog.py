@@ -48,12 +48,12 @@ class TensorBoardLogger:
         self.log_dir = Path(run_dir) / "tensorboard"
         self.writer = _summary_writer(self.log_dir, purge_step or None)  # first: fail early without tensorboard
 
-        from maelab.data import load_split
+        from maelab.data import load_data
         from maelab.visualize import choose_images, fixed_noise
 
         self.cfg = cfg
         d = cfg.data
-        test = load_split(d.data_dir, "test", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images)
+        test = load_data(d, "test", cfg.model.img_size)
         idx = choose_images(len(test), min(NUM_IMAGES, len(test)), seed)
         self.images = test.images[idx]  # (n, C, H, W) uint8, kept on the CPU
         grid = cfg.model.img_size // cfg.model.patch_size

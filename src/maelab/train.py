@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from maelab import checkpoint as ckpt
 from maelab import rundir
 from maelab.config import Config, ConfigError, validate
-from maelab.data import DataError, class_balanced_subset, load_split
+from maelab.data import DataError, load_data
 from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
 from maelab.methods import get_method
 from maelab.optim import lr_schedule, param_groups
@@ -101,13 +101,8 @@ def pretrain(
 
 def _load_shard(cfg: Config, info: DistInfo, device: torch.device) -> torch.Tensor:
     """This process's training images as one uint8 tensor (N_shard, C, H, W) on ``device``."""
-    data = load_split(
-        cfg.data.data_dir, "train", cfg.data.dataset, cfg.model.img_size, cfg.data.resize,
-        cfg.data.skip_bad_images, cfg.data.download,
-    )  # fmt: skip
-    if cfg.data.subset:
-        data = class_balanced_subset(data, cfg.data.subset)
-    images = data.images
+    # All training images but the --holdout ones (never pretrained on), then the class-balanced --subset.
+    images = load_data(cfg.data, "train", cfg.model.img_size).images
     if info.enabled:  # equal shards (every process must run the same number of steps)
         images = images[info.rank :: info.world_size][: len(images) // info.world_size]
     return images.to(device)  # the whole shard lives on the device as one uint8 tensor

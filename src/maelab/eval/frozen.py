@@ -7,6 +7,7 @@ features of the train and test images -> k-NN / linear probe per encoder and poo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -15,8 +16,8 @@ from typing import Any
 
 import torch
 
-from maelab.config import Config, ConfigError
-from maelab.data import ImageData, class_balanced_subset, load_split
+from maelab.config import Config, ConfigError, DataConfig
+from maelab.data import ImageData, load_data
 from maelab.eval.features import (
     Encoder,
     FeatureSet,
@@ -74,29 +75,28 @@ def build_encoders(
     return encoders, None
 
 
-def load_eval_data(data_dir: str | None, cfg: Config | None, subset: int = 0, test_subset: int = 0) -> EvalData:
-    """Train and test splits, each optionally a class-balanced subset (first n/classes per class)."""
+def load_eval_data(
+    data_dir: str | None, cfg: Config | None, subset: int = 0, test_subset: int = 0, test_split: str = "test"
+) -> EvalData:
+    """Train and test splits, each optionally a class-balanced subset (first n/classes per class).
+
+    The training images exclude the run's ``--holdout`` images; ``test_split="val"`` scores on those
+    held-out training images instead of the test set (for choosing a recipe without touching test).
+    """
     if subset < 0 or test_subset < 0:
         raise ConfigError(f"--subset and --test-subset must be >= 0, got {subset} and {test_subset}")
-    if cfg is not None:
-        d = cfg.data
-        data_dir = data_dir or d.data_dir or None
-        kwargs = dict(
-            dataset=d.dataset, image_size=cfg.model.img_size, resize=d.resize, skip_bad_images=d.skip_bad_images
-        )
-    else:
-        kwargs = {}
-    train = load_split(data_dir, "train", **kwargs)
-    test = load_split(data_dir, "test", **kwargs)
+    d = cfg.data if cfg is not None else DataConfig()
+    d = dataclasses.replace(d, data_dir=data_dir or d.data_dir)
+    img_size = cfg.model.img_size if cfg is not None else None  # None: the data's own size (timm backbones)
+    train = load_data(d, "train", img_size, subset=subset)
+    test = load_data(d, test_split, img_size, subset=test_subset)
     if train.classes != test.classes:
-        raise ConfigError(f"train and test classes differ: {train.classes} vs {test.classes}")
-    if subset:
-        train = class_balanced_subset(train, subset)
-    if test_subset:
-        test = class_balanced_subset(test, test_subset)
+        raise ConfigError(f"train and {test_split} classes differ: {train.classes} vs {test.classes}")
+    data_dir = d.data_dir
     info = {
         "data_dir": str(data_dir or ""), "classes": len(train.classes), "train_images": len(train),
         "test_images": len(test), "train_subset": subset or "all", "test_subset": test_subset or "all",
+        "test_split": test_split,
     }  # fmt: skip
     return EvalData(train, test, info)
 

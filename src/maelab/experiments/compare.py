@@ -183,15 +183,14 @@ def _finetune_all(
     stages: Stages, encoders: dict[str, Path], base: Config, opts: CompareOptions, data: Callable[[], Any]
 ) -> dict[str, Any]:
     """Fine-tuning test top-1 of every encoder and of the identical recipe from random init."""
-    from maelab.data import class_balanced_subset, load_split
+    from maelab.data import load_data
     from maelab.eval.finetune import FinetuneConfig, finetune
     from maelab.methods import load_model
 
     @functools.cache
     def train_split() -> Any:
         d = base.data
-        train = load_split(d.data_dir, "train", d.dataset, base.model.img_size, d.resize, d.skip_bad_images)
-        return class_balanced_subset(train, opts.finetune_subset) if opts.finetune_subset else train
+        return load_data(d, "train", base.model.img_size, subset=opts.finetune_subset)
 
     def tune(label: str, run: Path | None) -> dict[str, Any]:
         train = train_split()

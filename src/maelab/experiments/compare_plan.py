@@ -42,11 +42,9 @@ def run_configs(base: Config, runs_dir: Path) -> dict[str, Config]:
 
 def steps_per_epoch(cfg: Config) -> int:
     """Optimizer steps per epoch of ``cfg``'s training set, by the training loop's rule (one process)."""
-    from maelab.data import class_balanced_subset, load_split
+    from maelab.data import load_data
 
-    d = cfg.data
-    train = load_split(d.data_dir, "train", d.dataset, cfg.model.img_size, d.resize, d.skip_bad_images, d.download)
-    n = len(class_balanced_subset(train, d.subset)) if d.subset else len(train)
+    n = len(load_data(cfg.data, "train", cfg.model.img_size))
     return n // (cfg.train.batch_size * cfg.train.accum_steps)
 
 
