@@ -33,3 +33,25 @@ def test_pretraining_never_sees_the_held_out_images(tmp_path: Path) -> None:
     cfg.data.holdout = 8  # the last 4 of each class
     run = pretrain(cfg)
     assert load_meta(run)["steps_per_epoch"] == (40 - 8) // 4
+
+
+def test_eval_split_val_scores_the_held_out_training_images(tmp_path: Path, capsys) -> None:
+    import json
+
+    from maelab.cli import main
+    from maelab.train import pretrain
+
+    from .conftest import tiny_config, write_image_folder
+
+    data = write_image_folder(tmp_path / "data", per_class=20, size=32)  # 40 train and 40 test images
+    cfg = tiny_config(data, tmp_path / "run", subset=0, epochs=1, batch_size=4, warmup_epochs=0, device="cpu")
+    cfg.data.holdout = 8
+    run = pretrain(cfg)
+    common = ["--quiet", "--no-cache", "--device", "cpu", "--k", "3"]
+    assert main(["eval", "knn", str(run), *common, "--split", "val"]) == 0
+    report = json.loads((run / "eval" / "knn.json").read_text())
+    assert report["data"]["test_split"] == "val"
+    assert (report["data"]["train_images"], report["data"]["test_images"]) == (32, 8)  # never the test images
+    assert "held-out training (val) images" in capsys.readouterr().out
+    assert main(["eval", "knn", str(run), *common]) == 0
+    assert json.loads((run / "eval" / "knn.json").read_text())["data"]["test_images"] == 40

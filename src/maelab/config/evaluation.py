@@ -100,6 +100,10 @@ class FrozenEvalOptions(RunData):
         ("cls",), "feature: CLS token and/or mean of the patch tokens; several give one row each",
         choices=("cls", "mean"),
     )  # fmt: skip
+    split: str = opt(
+        "test", "score on the test images, or on the run's held-out training images (val: the run was pretrained "
+        "with --holdout N; use it to choose settings without touching the test set)", choices=("test", "val"),
+    )  # fmt: skip
     batch_size: int = opt(256, "images per feature-extraction batch")
     device: str = device_opt()
     precision: str = precision_opt()

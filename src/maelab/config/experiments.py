@@ -167,6 +167,9 @@ class CompareOptions:
     equal_time: bool = opt(True, "also retrain the slower method for the faster one's training time")
     isolate: bool = opt(True, "pretrain in child processes so each run's peak memory is its own")
     progress: bool = False  # progress bars (the CLI sets it from --no-quiet)
+    # DINO's teacher momentum for every DINO run; None: fitted to each run's length (see compare_plan.teacher_momentum).
+    # A --momentum-teacher other than DINO's default 0.996 is taken as given even when this is None.
+    momentum_teacher: float | None = None
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the option."""
@@ -177,6 +180,8 @@ class CompareOptions:
             (self.linear_epochs >= 1, f"--linear-epochs must be >= 1, got {self.linear_epochs}"),
             (self.finetune_epochs >= 0, f"--finetune-epochs must be >= 0, got {self.finetune_epochs}"),
             (self.finetune_batch_size >= 1, f"--finetune-batch-size must be >= 1, got {self.finetune_batch_size}"),
+            (self.momentum_teacher is None or 0 <= self.momentum_teacher <= 1,
+             f"--momentum-teacher must be in [0, 1], got {self.momentum_teacher}"),
         ])  # fmt: skip
 
 

@@ -37,14 +37,14 @@ def frozen_eval_setup(opts: FrozenEvalOptions) -> tuple[list[Encoder], EvalData,
     data = None
     img_size = opts.img_size
     if opts.backbone and not img_size:  # the backbone is created for the data's image size
-        data = load_eval_data(opts.data_dir or None, None, opts.subset, opts.test_subset)
+        data = load_eval_data(opts.data_dir or None, None, opts.subset, opts.test_subset, opts.split)
         img_size = int(data.train.images.shape[-1])
     encoders, cfg = build_encoders(
         opts.run or None, opts.backbone or None, opts.weights or None, img_size, opts.backbone_kwargs(),
         opts.baseline, opts.seed,
     )  # fmt: skip
     if data is None:
-        data = load_eval_data(opts.data_dir or None, cfg, opts.subset, opts.test_subset)
+        data = load_eval_data(opts.data_dir or None, cfg, opts.subset, opts.test_subset, opts.split)
     return encoders, data, opts.out or str(Path(opts.run) / "eval")
 
 

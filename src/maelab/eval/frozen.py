@@ -206,8 +206,9 @@ def evaluate_linear(
 # ------------------------------------------------------------------------------------ reports
 def _data_line(info: dict[str, Any]) -> str:
     return (
-        f"{info['train_images']} train images (subset: {info['train_subset']}), {info['test_images']} test images "
-        f"(subset: {info['test_subset']}), {info['classes']} classes, from {info['data_dir'] or '$MAELAB_DATA'}"
+        f"{info['train_images']} train images (subset: {info['train_subset']}), {info['test_images']} "
+        + ("held-out training (val) images" if info.get("test_split") == "val" else "test images")
+        + f" (subset: {info['test_subset']}), {info['classes']} classes, from {info['data_dir'] or '$MAELAB_DATA'}"
     )
 
 

@@ -10,11 +10,15 @@ pretraining resumes from its checkpoint; see :mod:`maelab.experiments.stages`):
    faster method's training time (steps only, start-up excluded; a full schedule; below one epoch the
    first epoch is cut by steps);
 3. evaluation of every encoder and the random-init baseline: weighted k-NN and linear probe on
-   frozen features (CLS and mean pooling), and fine-tuning (``finetune_epochs`` > 0);
+   frozen features (CLS and mean pooling), and fine-tuning (``finetune_epochs`` > 0), each keeping
+   which test images it got right, so the report compares encoders paired on the same images;
 4. the report (:mod:`maelab.experiments.compare_summary`): summary.md, summary.csv, plots.
 
 Each method uses its paper's optimizer recipe (:func:`maelab.config.experiments.method_config`);
-everything else (encoder, data, epochs, batch, warm-up, seed) is shared. Pretraining runs in a child
+everything else (encoder, data, epochs, batch, warm-up, seed) is shared. DINO's teacher momentum is
+fitted to each DINO run's own length unless given (:func:`maelab.experiments.compare_plan.teacher_momentum`:
+DINO's 0.996 assumes ~10^5 steps and leaves a short run's teacher mostly random). The from-scratch
+fine-tuning baseline has no layer decay (:func:`maelab.eval.finetune.recipe_for`). Pretraining runs in a child
 process by default (:mod:`maelab.experiments.child`) so that each run's peak memory is its own.
 """
 
@@ -38,10 +42,13 @@ from maelab.experiments.compare_plan import (
     METHOD_NAMES,
     POOLINGS,
     check_steps,
+    given_momentum,
+    momentum_record,
     open_stages,
     run_configs,
-    steps_per_epoch,
+    schedule_steps,
     time_budget_epochs,
+    with_teacher_momentum,
 )
 from maelab.experiments.stages import Stages
 
@@ -49,8 +56,9 @@ CUT_STATUS = "stopped by the time budget"  # summary.json status of a run cut be
 
 
 # ------------------------------------------------------------------------------------ pretraining
-def _train_record(run: Path, cfg: Config) -> dict[str, Any]:
-    """Speed and size of a finished run from its summary.json, metrics.jsonl and last checkpoint."""
+def _train_record(run: Path, cfg: Config, stop: int | None = None) -> dict[str, Any]:
+    """Speed and size of a finished run from its summary.json, metrics.jsonl and last checkpoint; for DINO
+    also the teacher momentum the run used (:func:`~maelab.experiments.compare_plan.momentum_record`)."""
     summary = rundir.read_summary(run)
     meta = ckpt.load_meta(run)
     epochs = meta["step"] / meta["steps_per_epoch"]
@@ -59,12 +67,15 @@ def _train_record(run: Path, cfg: Config) -> dict[str, Any]:
     def get(key: str) -> Any:
         return getattr(summary, key) if summary is not None else None
 
+    momentum = {}
+    if cfg.train.method == "dino":
+        momentum = momentum_record(rundir.load_config(run).dino.momentum_teacher, cfg, meta["step"], stop)
     return {
         "run": str(run), "method": cfg.train.method, "epochs": round(epochs, 4), "steps": meta["step"],
         "steps_per_epoch": meta["steps_per_epoch"], "wall_time_s": get("wall_time_s"),
         "train_time_s": round(seconds, 2), "seconds_per_epoch": round(seconds / epochs, 2) if epochs else None,
         "img_per_s": get("median_img_per_s"), "peak_memory_mb": get("peak_memory_mb"), "device": get("device"),
-        "first_loss": get("first_loss"), "final_loss": get("final_loss"), "status": get("status"),
+        "first_loss": get("first_loss"), "final_loss": get("final_loss"), "status": get("status"), **momentum,
     }  # fmt: skip
 
 
@@ -111,7 +122,7 @@ def _trained_run(
     if (done := stages.get(name)) is not None:
         return done
     run = Path(cfg.train.out)
-    total = stop or cfg.train.epochs * max(1, steps_per_epoch(cfg))
+    total = stop or schedule_steps(cfg)
     trajectory = stages.get(f"{name}:trajectory") or []
     for target in check_steps(total, points):
         if any(p["target"] == target for p in trajectory):
@@ -122,15 +133,16 @@ def _trained_run(
         if points:
             trajectory.append({"target": target, **_trajectory_point(run, cfg.train.method, data(), device)})
             stages.put(f"{name}:trajectory", trajectory)
-    return stages.put(name, {**_train_record(run, cfg), "trajectory": trajectory})
+    return stages.put(name, {**_train_record(run, cfg, stop), "trajectory": trajectory})
 
 
 def _equal_time_run(
     stages: Stages, base: Config, trained: dict[str, dict], opts: CompareOptions, data: Callable[[], Any],
-    device: torch.device, runs_dir: Path,
+    device: torch.device, runs_dir: Path, momentum: float | None = None,
 ) -> tuple[str | None, Path]:  # fmt: skip
     """Retrain the slower method for the faster one's training time; returns (label, run), or (None, ...)
-    when the same number of epochs fits (the equal-epoch run already is the equal-time run)."""
+    when the same number of epochs fits (the equal-epoch run already is the equal-time run). A DINO run
+    gets the teacher ``momentum`` given, else one fitted to the steps it runs."""
     walls = {m: trained[m]["train_time_s"] for m in METHOD_NAMES}
     slow = max(METHOD_NAMES, key=lambda m: walls[m])
     fast = min(METHOD_NAMES, key=lambda m: walls[m])
@@ -145,7 +157,7 @@ def _equal_time_run(
     if info["same_as_equal_epochs"]:
         return None, runs_dir / slow
     run = runs_dir / f"{slow}-equal-time"
-    cfg = method_config(base, slow, str(run), info["epochs"])
+    cfg = with_teacher_momentum(method_config(base, slow, str(run), info["epochs"]), momentum, info["stop_after_steps"])
     record = _trained_run(stages, f"pretrain:{slow}-equal-time", cfg, opts, data, device, 0, info["stop_after_steps"])
     label = f"{slow.upper()} (equal time)"
     stages.put("equal_time", {**info, "run": str(run), "label": label, "train_time_s": record["train_time_s"]})
@@ -156,7 +168,8 @@ def _equal_time_run(
 def _frozen_evaluations(
     encoders: dict[str, Path], base: Config, opts: CompareOptions, data: Any, device: torch.device
 ) -> dict[str, Any]:
-    """k-NN and linear-probe rows {label: {pooling: accuracy}} of every encoder and the random init."""
+    """k-NN and linear-probe accuracies {label: {pooling: top-1}} of every encoder and the random init, and
+    which test images each got right (``knn_correct`` / ``linear_correct``: {label: {pooling: packed (N,)}})."""
     from maelab.eval.features import random_init_encoder, run_encoder
     from maelab.eval.frozen import evaluate_knn, evaluate_linear
     from maelab.eval.linear_probe import ProbeConfig
@@ -168,13 +181,16 @@ def _frozen_evaluations(
     knn = evaluate_knn(encs, data, poolings, (10, KNN_K, 200), device=device, progress=opts.progress)
     probe = ProbeConfig(epochs=opts.linear_epochs, seed=base.train.seed)
     linear = evaluate_linear(encs, data, poolings, probe, device=device, progress=opts.progress)
-    out: dict[str, Any] = {"data": knn["data"], "knn": {}, "linear": {}, "knn_all_k": {}}
+    out: dict[str, Any] = {"data": knn["data"], "knn": {}, "linear": {}, "knn_all_k": {}, "knn_correct": {},
+                           "linear_correct": {}}  # fmt: skip
     for i, label in enumerate(labels):
         rows_k = knn["results"][i * len(poolings) : (i + 1) * len(poolings)]
         rows_l = linear["results"][i * len(poolings) : (i + 1) * len(poolings)]
         out["knn"][label] = {r["pooling"]: r["top1"][str(KNN_K)] for r in rows_k}
         out["knn_all_k"][label] = {r["pooling"]: r["top1"] for r in rows_k}
         out["linear"][label] = {r["pooling"]: r["test_top1"] for r in rows_l}
+        out["knn_correct"][label] = {r["pooling"]: r["test_correct"][str(KNN_K)] for r in rows_k}
+        out["linear_correct"][label] = {r["pooling"]: r["test_correct"] for r in rows_l}
     out["seconds"] = {"knn": knn["wall_time_s"], "linear": linear["wall_time_s"]}
     return out
 
@@ -182,7 +198,8 @@ def _frozen_evaluations(
 def _finetune_all(
     stages: Stages, encoders: dict[str, Path], base: Config, opts: CompareOptions, data: Callable[[], Any]
 ) -> dict[str, Any]:
-    """Fine-tuning test top-1 of every encoder and of the identical recipe from random init."""
+    """Fine-tuning test top-1 (and per-image flags, layer decay) of every encoder and, from random init, of
+    the same budget without layer decay (:func:`maelab.eval.finetune.recipe_for`)."""
     from maelab.data import load_data
     from maelab.eval.finetune import FinetuneConfig, finetune
     from maelab.methods import load_model
@@ -200,7 +217,8 @@ def _finetune_all(
         )  # fmt: skip
         module, cfg = load_model(str(run)) if run is not None else (None, method_config(base, "mae"))
         r = finetune(module, cfg, ft, train, data().test, label=f"fine-tune ({label})")
-        return {k: r[k] for k in ("top1", "first_loss", "last_loss", "wall_time_s", "steps")}
+        keys = ("top1", "first_loss", "last_loss", "wall_time_s", "steps", "layer_decay", "test_correct")
+        return {k: r[k] for k in keys}
 
     return {
         label: stages.once(f"finetune:{label}", functools.partial(tune, label, run))
@@ -229,12 +247,13 @@ def run_compare(base: Config, opts: CompareOptions, out: str | Path, command: st
         lambda: load_eval_data(base.data.data_dir or None, base, opts.eval_subset, opts.eval_test_subset)
     )
     runs_dir = out / "runs"
-    cfgs = run_configs(base, runs_dir)
+    momentum = given_momentum(base, opts)
+    cfgs = run_configs(base, runs_dir, momentum)
     start = time.perf_counter()
     trained = {m: _trained_run(stages, f"pretrain:{m}", cfgs[m], opts, data, device, opts.points) for m in METHOD_NAMES}
     encoders = {m.upper(): runs_dir / m for m in METHOD_NAMES}
     if opts.equal_time:
-        label, run = _equal_time_run(stages, base, trained, opts, data, device, runs_dir)
+        label, run = _equal_time_run(stages, base, trained, opts, data, device, runs_dir, momentum)
         if label is not None:
             encoders[label] = run
     frozen = stages.once("frozen", lambda: _frozen_evaluations(encoders, base, opts, data(), device))

@@ -1,5 +1,6 @@
-"""The plan of MAE vs DINO: the settings a comparison keeps, each method's run config, the checks
-during pretraining, and the rule of the equal wall-clock budget."""
+"""The plan of MAE vs DINO: the settings a comparison keeps, each method's run config (with the DINO
+teacher momentum fitted to the run's length), the checks during pretraining, and the rule of the equal
+wall-clock budget."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ from typing import Any
 
 from maelab.config import METHOD_TRAIN_DEFAULTS, Config
 from maelab.config.experiments import CompareOptions, method_config
+from maelab.config.pretrain import DinoConfig
 from maelab.experiments.stages import Stages
+from maelab.models.dino import momentum_schedule, suggest_momentum, teacher_init_weight
 
 METHOD_NAMES = ("mae", "dino")
 KNN_K = 20  # the k reported in tables and curves (DINO's default)
 POOLINGS = ("cls", "mean")  # the token poolings every encoder is evaluated with
 STATE_FILE = "metrics.json"
+TEACHER_INIT_LEFT = 0.05  # the most of its random init a DINO teacher may keep at the end of a run
+MOMENTUM_RULE = (
+    f"teacher momentum m0 chosen so that the teacher keeps <= {TEACHER_INIT_LEFT:.0%} of its random init at the end of "
+    "the run"
+)
+MOMENTUM_FORMULA = (
+    f"(the EMA momentum rises from m0 to 1 on a cosine; m0 = 1 - 2 ln({1 / TEACHER_INIT_LEFT:g}) / T for a run of T "
+    "steps, lower for a run cut before the end of its schedule)"
+)
 
 
 def compare_settings(base: Config, opts: CompareOptions) -> dict[str, Any]:
@@ -35,9 +47,65 @@ def open_stages(out: Path, base: Config, opts: CompareOptions) -> Stages:
     )  # fmt: skip
 
 
-def run_configs(base: Config, runs_dir: Path) -> dict[str, Config]:
-    """{method: its equal-epoch run config into ``runs_dir/<method>``}, each with its paper's recipe."""
-    return {m: method_config(base, m, str(runs_dir / m)) for m in METHOD_NAMES}
+def given_momentum(base: Config, opts: CompareOptions) -> float | None:
+    """The teacher momentum the user chose, or None to fit it to each DINO run: ``opts.momentum_teacher``
+    if set, else ``base``'s ``--momentum-teacher`` when it differs from DINO's default (the config does not
+    say whether a value equal to the default was typed)."""
+    if opts.momentum_teacher is not None:
+        return opts.momentum_teacher
+    value = base.dino.momentum_teacher
+    return None if value == DinoConfig().momentum_teacher else value
+
+
+def teacher_momentum(schedule_steps: int, run_steps: int | None = None) -> float:
+    """The base teacher momentum m0 that leaves <= ``TEACHER_INIT_LEFT`` of the random init in the teacher
+    after ``run_steps`` steps (default: all) of a ``schedule_steps``-step cosine schedule from m0 to 1.
+
+    A full run takes :func:`maelab.models.dino.suggest_momentum`: the sum of 1 - m over the cosine is
+    (1 - m0) T / 2, set to ln(1 / 0.05). A run cut early stops while m is still near m0, so the same sum
+    over the steps it runs needs a smaller 1 - m0. As -log(m) >= 1 - m, the teacher keeps at most the 5%.
+    """
+    run = min(run_steps or schedule_steps, schedule_steps)
+    if run >= schedule_steps:
+        return suggest_momentum(schedule_steps, TEACHER_INIT_LEFT)
+    cosine = float((1.0 - momentum_schedule(0.0, schedule_steps)[:run]).sum())  # sum of (1 - m) / (1 - m0)
+    return max(0.0, 1.0 - math.log(1.0 / TEACHER_INIT_LEFT) / cosine)
+
+
+def teacher_left(momentum: float, schedule_steps: int, run_steps: int | None = None) -> float:
+    """Share of its random init a teacher keeps after ``run_steps`` (default: all) of the schedule."""
+    return teacher_init_weight(momentum_schedule(momentum, schedule_steps)[: run_steps or schedule_steps])
+
+
+def with_teacher_momentum(cfg: Config, given: float | None, stop: int | None = None) -> Config:
+    """``cfg`` with, for a DINO run, the teacher momentum ``given`` or else :func:`teacher_momentum` of the
+    run's own length (cut at step ``stop`` if given); set in place, returned for chaining."""
+    if cfg.train.method == "dino":
+        cfg.dino.momentum_teacher = given if given is not None else teacher_momentum(schedule_steps(cfg), stop)
+    return cfg
+
+
+def momentum_record(used: float, cfg: Config, steps: int, stop: int | None = None) -> dict[str, Any]:
+    """What a DINO run's record says of its teacher momentum: the value ``used`` (from the run's own
+    config.json), how it was chosen, and the share of the random init the teacher kept after ``steps``."""
+    total = schedule_steps(cfg)
+    if math.isclose(used, teacher_momentum(total, stop), abs_tol=1e-9):
+        rule = "fitted to the run length"
+    elif math.isclose(used, cfg.dino.momentum_teacher, abs_tol=1e-9):
+        rule = "given"
+    else:
+        rule = "as the run started (an older maelab)"
+    return {"momentum_teacher": round(used, 6), "momentum_rule": rule,
+            "teacher_init_left": round(teacher_left(used, total, steps), 4)}  # fmt: skip
+
+
+def run_configs(base: Config, runs_dir: Path, given: float | None = None) -> dict[str, Config]:
+    """{method: its equal-epoch run config into ``runs_dir/<method>``}, each with its paper's recipe and
+    DINO's teacher momentum fitted to its length unless ``given`` (:func:`with_teacher_momentum`)."""
+    cfgs = {m: method_config(base, m, str(runs_dir / m)) for m in METHOD_NAMES}
+    for cfg in cfgs.values():
+        with_teacher_momentum(cfg, given)
+    return cfgs
 
 
 def steps_per_epoch(cfg: Config) -> int:
@@ -46,6 +114,11 @@ def steps_per_epoch(cfg: Config) -> int:
 
     n = len(load_data(cfg.data, "train", cfg.model.img_size))
     return n // (cfg.train.batch_size * cfg.train.accum_steps)
+
+
+def schedule_steps(cfg: Config) -> int:
+    """Optimizer steps of ``cfg``'s whole schedule, by the training loop's rule: ``--steps`` or epochs x steps per epoch."""
+    return cfg.train.steps or cfg.train.epochs * max(1, steps_per_epoch(cfg))
 
 
 def check_steps(total_steps: int, points: int) -> list[int]:

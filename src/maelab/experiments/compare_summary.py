@@ -1,8 +1,9 @@
 """The results folder of ``maelab compare``: summary.md, summary.csv and plots, from measured numbers only.
 
-Differences between two accuracies on the same n test images are judged against twice their
-standard error (:func:`maelab.eval.results.versus`): smaller differences are reported as "within
-noise", never as a win.
+Every "A beats B" compares like for like (one protocol, one pooling, the same test images) and is
+decided by the paired statistics of :mod:`maelab.experiments.compare_stats` (exact McNemar and a 95%
+paired-bootstrap interval): a difference within noise is reported as a tie with its interval. Results
+of an older maelab without per-image flags fall back to the unpaired 2-SE rule, and say so.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from maelab.checkpoint import atomic_write_text
-from maelab.eval.results import fmt, markdown_table, versus, write_csv
-from maelab.experiments.compare_plan import POOLINGS
+from maelab.eval.results import fmt, markdown_table, write_csv
+from maelab.experiments.compare_plan import MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS
+from maelab.experiments.compare_stats import (
+    RANDOM_INIT,
+    RULE,
+    UNPAIRED_NOTE,
+    Score,
+    all_paired,
+    comparison_columns,
+    judge,
+    paired_table,
+    tests,
+)
 from maelab.experiments.plots import plot_compare
-
-
-# ------------------------------------------------------------------------------------ numbers -> words
-def best_pooling(accs: dict[str, float]) -> tuple[str, float]:
-    """(pooling, accuracy) of the better pooling."""
-    p = max(accs, key=lambda k: accs[k])
-    return p, accs[p]
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -42,6 +47,8 @@ def rows(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict) 
             row[f"knn_{p}"] = frozen["knn"][label].get(p)
             row[f"linear_{p}"] = frozen["linear"][label].get(p)
         row["finetune"] = finetuned.get(label, {}).get("top1")
+        row["finetune_layer_decay"] = finetuned.get(label, {}).get("layer_decay")
+        row["momentum_teacher"] = t.get("momentum_teacher")
         out.append(row)
     return out
 
@@ -73,37 +80,48 @@ def trajectory_table(trained: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------ the answer
-def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict, n_test: int) -> list[str]:
-    """The "which is better for transfer, and why" rows, each generated from the measured numbers."""
-    knn, lin = frozen["knn"], frozen["linear"]
-    out = []
-    for title, table in (("k-NN (frozen)", knn), ("linear probe (frozen)", lin)):
-        (pm, am), (pd, ad) = best_pooling(table["MAE"]), best_pooling(table["DINO"])
-        _, text = versus(f"MAE ({pm})", am, f"DINO ({pd})", ad, n_test)
-        _, base = versus("best", max(am, ad), "random init", max(table["random init"].values()), n_test)
-        out.append(f"| {title} | {text}; vs random init: {base} |")
-    if finetuned:
-        _, text = versus("MAE", finetuned["MAE"]["top1"], "DINO", finetuned["DINO"]["top1"], n_test)
-        _, base = versus("best", max(finetuned["MAE"]["top1"], finetuned["DINO"]["top1"]), "random init",
-                         finetuned["random init"]["top1"], n_test)  # fmt: skip
-        out.append(f"| fine-tune | {text}; vs random init: {base} |")
+def _mae_vs_dino(scores: dict[str, Score], n: int) -> Any:
+    return judge("MAE", scores["MAE"], "DINO", scores["DINO"], n)
 
-    # What is learned: where the information sits (CLS vs mean of patch tokens).
+
+def _by_pooling(winners: dict[str, str | None]) -> str:
+    """'MAE (cls and mean)' / 'no measurable difference' / 'by pooling: cls DINO, mean tie'."""
+    found = set(winners.values())
+    if found == {None}:
+        return "no measurable difference at either pooling"
+    if len(found) == 1:
+        return f"{found.pop()} (at {' and '.join(winners)} pooling)"
+    return "depends on the pooling: " + ", ".join(f"{p} {w or 'tie'}" for p, w in winners.items())
+
+
+def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict, n_test: int) -> list[str]:
+    """The "which is better for transfer, and why" rows, each generated from the measured numbers: every
+    comparison at one pooling, decided by the paired statistics (compare_stats)."""
+    scores = tests(frozen, finetuned)
+    out = []
+    for test, s in scores.items():
+        text = _mae_vs_dino(s, n_test).text
+        base = "; ".join(judge(m, s[m], RANDOM_INIT, s[RANDOM_INIT], n_test).text for m in ("MAE", "DINO"))
+        out.append(
+            f"| {test} | {text}; vs random init (same {'recipe' if test == 'fine-tune' else 'pooling'}): {base} |"
+        )
+
+    # What is learned: where the information sits (CLS vs mean of patch tokens): one encoder, paired over poolings.
     learned = []
     reasons = (("MAE", "reconstructing pixels trains local patch features and gives the CLS token no objective"),
                ("DINO", "the loss acts on the CLS token only, as an embedding invariant across crops"))  # fmt: skip
     for m, why in reasons:
-        winner, text = versus("CLS", lin[m]["cls"], "mean", lin[m]["mean"], n_test)
-        expected = "mean" if m == "MAE" else "CLS"
-        verdict = ("consistent with: " if winner == expected else "not visible here, though: ") + why
-        learned.append(f"{m} linear probe {text} ({verdict})")
+        j = judge(f"{m} CLS", scores["linear probe cls"][m], f"{m} mean", scores["linear probe mean"][m], n_test)
+        winner = None if j.winner is None else j.winner.split()[-1].replace("CLS", "cls")
+        verdict = "consistent with: " if winner == ("mean" if m == "MAE" else "cls") else "not visible here, though: "
+        learned.append(f"{m} linear probe, CLS vs mean pooling: {j.text} ({verdict}{why})")
     out.append("| what is learned | " + "; ".join(learned) + " |")
 
-    # Best use: frozen features vs fine-tuning.
-    frozen_win, _ = versus("MAE", max(lin["MAE"].values()), "DINO", max(lin["DINO"].values()), n_test)
-    use = [f"frozen features (k-NN, linear, retrieval): {frozen_win or 'no measurable difference'}"]
+    # Best use: frozen features (per pooling) vs fine-tuning.
+    linear = {p: _mae_vs_dino(scores[f"linear probe {p}"], n_test).winner for p in POOLINGS}
+    use = [f"frozen features (linear probe): {_by_pooling(linear)}"]
     if finetuned:
-        ft_win, _ = versus("MAE", finetuned["MAE"]["top1"], "DINO", finetuned["DINO"]["top1"], n_test)
+        ft_win = _mae_vs_dino(scores["fine-tune"], n_test).winner
         use.append(f"initialisation for fine-tuning: {ft_win or 'no measurable difference'}")
     out.append("| best use (this budget) | " + "; ".join(use) + " |")
 
@@ -120,31 +138,42 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
         out.append(f"| training speed | {speed} |")
     if equal_time and equal_time.get("label"):
         label, ref = equal_time["label"], equal_time["reference"].upper()
-        _, text = versus(ref, max(lin[ref].values()), label, max(lin[label].values()), n_test)
+        parts = [f"{p}: " + judge(ref, scores[f"linear probe {p}"][ref], label, scores[f"linear probe {p}"][label],
+                                  n_test).text for p in POOLINGS]  # fmt: skip
+        rec = equal_time.get("record") or {}
+        teacher = (f", teacher momentum m0 {rec['momentum_teacher']:.4g} (the teacher keeps "
+                   f"{rec['teacher_init_left']:.1%} of its random init)") if "momentum_teacher" in rec else ""  # fmt: skip
         out.append(
             f"| equal wall-clock ({equal_time['budget_s']:.0f} s) | {label}: {equal_time['epochs']} epoch(s)"
-            f"{' cut at step ' + str(equal_time['stop_after_steps']) if equal_time['stop_after_steps'] else ''}; "
-            f"linear probe {text} |"
+            f"{' cut at step ' + str(equal_time['stop_after_steps']) if equal_time['stop_after_steps'] else ''}"
+            f"{teacher}; linear probe {'; '.join(parts)} |"
         )
     elif equal_time:
         out.append("| equal wall-clock | the same number of epochs fits both budgets: the equal-epoch runs apply |")
     return out
 
 
+def rule_text(scores: dict[str, dict[str, Score]], n_test: int) -> str:
+    """How a win was decided: the paired rule, and the fallback where per-image flags are missing."""
+    rule = RULE.format(n=n_test)
+    return rule if all_paired(scores) else f"{rule}; where marked, {UNPAIRED_NOTE}"
+
+
 def verdict(frozen: dict, finetuned: dict, n_test: int) -> str:
-    """One paragraph: which method transferred better in this run, counting only wins beyond noise."""
+    """One paragraph: which method transferred better in this run, counting only paired wins beyond noise
+    at the same pooling; ties are listed with their intervals."""
+    scores = tests(frozen, finetuned)
     wins: dict[str, list[str]] = {"MAE": [], "DINO": []}
     ties = []
-    tests = [(name, max(frozen[key]["MAE"].values()), max(frozen[key]["DINO"].values()))
-             for name, key in (("k-NN", "knn"), ("linear probe", "linear"))]  # fmt: skip
-    if finetuned:
-        tests.append(("fine-tuning", finetuned["MAE"]["top1"], finetuned["DINO"]["top1"]))
-    for name, a, b in tests:
-        w, _ = versus("MAE", a, "DINO", b, n_test)
-        (wins[w] if w else ties).append(name)
+    for test, s in scores.items():
+        j = _mae_vs_dino(s, n_test)
+        if j.winner:
+            wins[j.winner].append(test)
+        else:
+            ties.append(f"{test} (MAE - DINO {j.numbers})")
     parts = [f"{m} is better beyond noise at {', '.join(v)}" for m, v in wins.items() if v]
     if ties:
-        parts.append(f"the difference is within noise for {', '.join(ties)}")
+        parts.append(f"a tie (within noise) at {', '.join(ties)}")
     if not wins["MAE"] and not wins["DINO"]:
         head = "At this budget neither method transfers measurably better"
     elif wins["MAE"] and wins["DINO"]:
@@ -152,10 +181,47 @@ def verdict(frozen: dict, finetuned: dict, n_test: int) -> str:
     else:
         head = f"At this budget {'MAE' if wins['MAE'] else 'DINO'} transfers better"
     return (
-        f"{head}: {'; '.join(parts)} ({n_test} test images; a difference counts only beyond twice its binomial "
-        "standard error). Frozen-feature protocols favour a method whose pooled token is itself a semantic "
-        "embedding (DINO's CLS); fine-tuning re-learns the top layers and mostly tests how good an initialisation "
-        "the encoder is. Small budgets favour neither paper's result; read these numbers with the epochs above."
+        f"{head}: {'; '.join(parts)} ({rule_text(scores, n_test)}). Frozen-feature protocols favour a method whose "
+        "pooled token is itself a semantic embedding (DINO's CLS); fine-tuning re-learns the top layers and mostly "
+        "tests how good an initialisation the encoder is. Small budgets favour neither paper's result; read these "
+        "numbers with the epochs above."
+    )
+
+
+def momentum_line(records: dict[str, dict[str, Any]]) -> str:
+    """The teacher momentum of each DINO run ({label: its pretraining record}) and the rule that chose it."""
+    parts, rules = [], set()
+    for label, r in records.items():
+        if "momentum_teacher" not in r:
+            parts.append(f"{label}: not recorded (a run of an older maelab: DINO's default 0.996 unless given)")
+            continue
+        rules.add(r["momentum_rule"])
+        parts.append(
+            f"{label}: m0 = {r['momentum_teacher']:.4g} ({r['momentum_rule']}) over {r['steps']} steps, the teacher "
+            f"keeps {r['teacher_init_left']:.1%} of its random init at the end"
+        )
+    head = (
+        f"DINO {MOMENTUM_RULE} {MOMENTUM_FORMULA}" if "fitted to the run length" in rules else "DINO teacher momentum"
+    )
+    return f"{head}: {'; '.join(parts)}."
+
+
+def finetune_text(finetuned: dict[str, Any], opts: dict[str, Any]) -> str:
+    """The fine-tuning part of the evaluation sentence, with the layer decay each run used."""
+    if not finetuned:
+        return ", no fine-tuning."
+    by_value: dict[str, list[str]] = {}
+    for label, r in finetuned.items():
+        by_value.setdefault(fmt(r.get("layer_decay"), "g"), []).append(label)
+    if "-" in by_value:
+        decay = "layer decay not recorded per run (an older maelab: 0.75 for every init)"
+    else:
+        decay = "layer-wise lr decay " + "; ".join(f"{v} for {', '.join(labels)}" for v, labels in by_value.items())
+    return (
+        f", fine-tuning {opts['finetune_epochs']} epochs on {opts['finetune_subset'] or 'all'} train images, the same "
+        f"budget for every init ({decay}: from random init there is nothing pretrained for layer decay to protect, so "
+        "its baseline has none). The fine-tuning recipe is reduced: AdamW, warm-up + cosine, drop path, label "
+        "smoothing, random-resized-crop + flip; no mixup, CutMix, RandAugment or random erasing."
     )
 
 
@@ -193,6 +259,11 @@ def write_results(
     opts = data["settings"]["options"]
     m, t, d, dr = settings["model"], settings["train"], settings["data"], data["settings"]["dino_recipe"]
     plot_paths = plot_compare(out, trained, table)
+    dino_runs = {"DINO": trained["dino"]}
+    if equal_time and equal_time.get("label") and equal_time.get("retrained") == "dino":
+        dino_runs[equal_time["label"]] = equal_time.get("record") or {}
+    scores = tests(frozen, finetuned)
+    reference = equal_time["reference"].upper() if equal_time and equal_time.get("label") else None
     lines = [
         "# MAE vs DINO on the same encoder",
         "",
@@ -212,13 +283,11 @@ def write_results(
         + f", min lr {dr['min_lr']:g}, "
         f"{settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
         "",
+        momentum_line(dino_runs),
+        "",
         f"Evaluation: {frozen['data']['train_images']} train / {n_test} test images (class-balanced); k-NN k=20 "
         f"(T=0.07), linear probe {opts['linear_epochs']} epochs (lr chosen on held-out train images)"
-        + (
-            f", fine-tuning {opts['finetune_epochs']} epochs on {opts['finetune_subset'] or 'all'} train images."
-            if finetuned
-            else ", no fine-tuning."
-        )  # fmt: skip
+        + finetune_text(finetuned, opts)
         + " Accuracies are test top-1 in %.",
         "",
         "## Results",
@@ -227,6 +296,11 @@ def write_results(
         "wall: the run's wall time (start-up included); train: time in training steps (from metrics.jsonl), which "
         "gives s/epoch and the equal-time budget; img/s: median of the logged windows; peak memory: the training "
         "process's peak (GPU: allocated; CPU: resident set).",
+        "",
+        "## Paired comparisons (same pooling, same test images)",
+        "",
+        paired_table(scores, comparison_columns(list(frozen["knn"]), reference), n_test),
+        f"Each cell: A - B in points, [95% paired-bootstrap interval], exact McNemar p, and the winner ({rule_text(scores, n_test)}).",
         "",
         "## Which is better for transfer, and why",
         "",

@@ -1,7 +1,9 @@
 """The results of a mask-ratio sweep: summary.md, summary.csv, metrics.json and plots.
 
 Every number comes from the sweep's stages (each run's speed and loss, each budget plan, each
-checkpoint's evaluations); the sentences under "What it shows" are generated from them, never typed in.
+checkpoint's evaluations); the sentences under "What it shows" are generated from them, never typed in
+(:mod:`maelab.experiments.sweep_findings`: paired, like-for-like accuracy comparisons, and which effect
+the reconstruction numbers show).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from typing import Any
 
 from maelab.checkpoint import atomic_write_text
 from maelab.config.experiments import PRESETS
-from maelab.eval.results import difference_se, fmt, markdown_table, with_se, write_csv, write_json
+from maelab.eval.results import fmt, markdown_table, with_se, write_csv, write_json
+from maelab.experiments.compare_stats import UNPAIRED_NOTE
 from maelab.experiments.plots import plot_sweep
+from maelab.experiments.sweep_findings import findings
 from maelab.experiments.sweep_plan import PROBE_FRACTION, VIEWS, SweepPlan, images_per_step, knn_k, run_name
 from maelab.runtime import environment
 
@@ -39,12 +43,14 @@ def collect_rows(
     plan: SweepPlan, stats: dict[float, dict[str, Any]], budgets: dict[float, dict[str, Any]],
     evals: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per (ratio, view): the checkpoint it uses, its training time and its evaluations."""
+    """One row per (ratio, view): the checkpoint it uses (``point``, its evaluation's name), its training
+    time and its evaluations."""
     rows = []
     common = plan.eval.common_ratio
     for ratio in plan.ratios:
         s, own = stats[ratio], _point_metrics(evals[run_name(ratio)], ratio, common)
-        final = {"ratio": ratio, "step": s["steps"], "epoch": float(s["epochs"]), "train_seconds": s["train_seconds"]}
+        final = {"ratio": ratio, "point": run_name(ratio), "step": s["steps"], "epoch": float(s["epochs"]),
+                 "train_seconds": s["train_seconds"]}  # fmt: skip
         speed = {k: s[k] for k in ("median_img_per_s", "seconds_per_epoch", "wall_time_s", "peak_memory_mb",
                                    "first_loss", "final_loss")}  # fmt: skip
         rows.append({"view": VIEWS[0], **final, "note": "", **speed, **own})
@@ -58,8 +64,8 @@ def collect_rows(
         else:
             note = "over budget: the speed probe already passed it" if b["over_budget"] else "budget checkpoint"
             epoch = round(b["step"] / s["steps_per_epoch"], 2)
-            row = {"view": VIEWS[1], "ratio": ratio, "step": b["step"], "epoch": epoch,
-                   "train_seconds": b["train_seconds"], "note": note}  # fmt: skip
+            row = {"view": VIEWS[1], "ratio": ratio, "point": f"{run_name(ratio)}-budget", "step": b["step"],
+                   "epoch": epoch, "train_seconds": b["train_seconds"], "note": note}  # fmt: skip
             rows.append({**row, **_point_metrics(evals[f"{run_name(ratio)}-budget"], ratio, common)})
     return rows
 
@@ -99,75 +105,6 @@ def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str) -> str:
         cols.append(("note", lambda r: r["note"]))
     cells = [[cell(r) for _, cell in cols] for r in rows if r["view"] == view]
     return markdown_table([h for h, _ in cols], cells, align="r")
-
-
-def _best(rows: list[dict[str, Any]], key: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    ranked = sorted((r for r in rows if key in r), key=lambda r: -r[key])
-    return ranked[0], (ranked[1] if len(ranked) > 1 else None)
-
-
-def _accuracy_sentence(rows: list[dict[str, Any]], key: str, label: str) -> str:
-    best, second = _best(rows, key)
-    text = f"{label}: best at mask ratio {best['ratio']:g} ({best[key]:.2f}%)"
-    if second is None:
-        return text + "."
-    gap = best[key] - second[key]
-    se = difference_se(best[key], second[key], best["test_images"])
-    verdict = "more than" if gap > 2 * se else "within"
-    return (
-        f"{text}, {gap:.2f} points above the next ({second['ratio']:g}: {second[key]:.2f}%) — {verdict} two "
-        f"standard errors of the difference ({2 * se:.2f} points on {best['test_images']} test images)."
-    )
-
-
-def _speed_sentence(eq: list[dict[str, Any]]) -> str:
-    speeds = sorted(eq, key=lambda r: r["ratio"])
-    fast, slow = max(eq, key=lambda r: r["median_img_per_s"]), min(eq, key=lambda r: r["median_img_per_s"])
-    steps = [b["median_img_per_s"] - a["median_img_per_s"] for a, b in zip(speeds, speeds[1:], strict=False)]
-    trend = "rising" if min(steps) > 0 else "falling" if max(steps) < 0 else "not monotonic"
-    listed = ", ".join(f"{r['median_img_per_s']:.0f} img/s at {r['ratio']:g}" for r in speeds)
-    return (
-        f"Speed: {listed} ({trend} with the mask ratio); mask {fast['ratio']:g} trains "
-        f"{fast['median_img_per_s'] / slow['median_img_per_s']:.2f}x as fast as {slow['ratio']:g} per image."
-    )
-
-
-def findings(plan: SweepPlan, rows: list[dict[str, Any]], random_init: dict[str, float]) -> list[str]:
-    """Sentences generated from the numbers: accuracy, reconstruction and speed trends."""
-    p0, k = plan.eval.poolings[0], knn_k(plan)
-    eq = [r for r in rows if r["view"] == VIEWS[0]]
-    out = [_speed_sentence(eq)] if len(eq) > 1 else []
-    for view in VIEWS:
-        vr = [r for r in rows if r["view"] == view]
-        if len(vr) > 1:
-            out.append(f"{view.capitalize()} — " + _accuracy_sentence(vr, f"linear_{p0}", f"linear probe ({p0})"))
-            best, _ = _best(vr, f"knn{k}_{p0}")
-            out.append(f"{view.capitalize()} — k-NN (k={k}, {p0}): best at mask ratio {best['ratio']:g} "
-                       f"({best[f'knn{k}_{p0}']:.2f}%).")  # fmt: skip
-    if f"linear_{p0}" in random_init:
-        base = random_init[f"linear_{p0}"]
-        above = [f"{r['ratio']:g}" for r in eq if r[f"linear_{p0}"] > base]
-        out.append(
-            f"Against the random-init encoder ({base:.2f}% linear, {p0}): "
-            + (f"above it at mask ratio {', '.join(above)}." if above else "no pretrained model is above it.")
-        )
-    rec = [r for r in eq if "psnr_common" in r]
-    if len(rec) > 1:
-        best, _ = _best(rec, "psnr_common")
-        out.append(
-            f"Reconstruction under the same masks (ratio {plan.eval.common_ratio:g}): best PSNR at mask ratio "
-            f"{best['ratio']:g} ({best['psnr_common']:.2f} dB); at their own ratios: "
-            + ", ".join(f"{r['psnr_own']:.2f} dB at {r['ratio']:g}" for r in sorted(rec, key=lambda r: r["ratio"]))
-            + " (a lower ratio leaves more visible context, an easier task)."
-        )
-    elif len(rec) == 1:
-        r = rec[0]
-        out.append(
-            f"Reconstruction at mask ratio {plan.eval.common_ratio:g}: PSNR {r['psnr_common']:.2f} dB, SSIM "
-            f"{r['ssim_common']:.3f} over the masked pixels; the loss fell from "
-            f"{r.get('first_loss', float('nan')):.4f} to {r['final_loss']:.4f}."
-        )
-    return out
 
 
 def _plural(n: int, word: str) -> str:
@@ -245,10 +182,13 @@ def summary_markdown(
         lines += ["## Equal wall-clock budget", "", BUDGET_TEXT.format(b=plan.budget_ratio, budget=budget_s or 0.0,
                   probe=PROBE_FRACTION), _table(plan, rows, VIEWS[1])]  # fmt: skip
     lines += ["## What it shows", ""]
-    lines += [f"- {s}" for s in findings(plan, rows, random_init)]
-    lines.append("- Scale: differences within two standard errors are not evidence either way." + (
-        "" if single else " Training losses of different mask ratios are over different masked sets and are not "
-        "comparable across ratios."))  # fmt: skip
+    lines += [f"- {s}" for s in findings(plan, rows, random_init, evals)]
+    lines.append(
+        "- Scale: accuracies are compared at the same pooling and paired on the same test images: a difference counts "
+        "only with an exact McNemar p < 0.05 and a 95% paired-bootstrap interval that excludes 0, else it is a tie "
+        f"(given with its interval; where marked, {UNPAIRED_NOTE}). ± in the tables is one accuracy's binomial "
+        "standard error." + ("" if single else " Training losses of different mask ratios are over different masked "
+        "sets and are not comparable across ratios."))  # fmt: skip
     lines += ["", "## Figures", ""]
     if not single:
         for name, caption in (("accuracy_vs_ratio", "Linear probe and k-NN accuracy vs mask ratio"),

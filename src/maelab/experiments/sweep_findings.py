@@ -1,0 +1,180 @@
+"""The sentences under "What it shows" in a sweep's summary, each generated from the measured numbers.
+
+Accuracies are compared like for like (one protocol, one pooling) on the same test images, and "A is
+better" is decided by the paired statistics (:func:`maelab.experiments.compare_stats.judge`: exact
+McNemar and a 95% paired-bootstrap interval; otherwise a tie, given with its interval). Evaluations
+written by an older maelab hold no per-image flags: those sentences use the unpaired 2-SE rule and
+say so. Reconstruction is read at each model's own ratio AND under the same masks, and the sentence
+says which effect the numbers show (a harder task, a train/test mask-ratio mismatch, or a model
+that reconstructs worse).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maelab.experiments.compare_stats import Score, judge
+from maelab.experiments.sweep_plan import VIEWS, SweepPlan, knn_k
+
+
+def _correct(evals: dict[str, Any], point: str | None, kind: str, pooling: str, k: str) -> dict[str, Any] | None:
+    """The packed per-image test flags of one evaluation row (``kind`` knn | linear), or None if not stored."""
+    report = evals.get(point or "", {}).get(kind) or {}
+    for r in report.get("results", []):
+        if r["pooling"] == pooling:
+            flags = r.get("test_correct")
+            return flags.get(k) if kind == "knn" and flags else flags
+    return None
+
+
+def _metrics(plan: SweepPlan) -> list[tuple[str, str, str, str]]:
+    """(row key, evaluation kind, pooling, label) of every accuracy the sentences compare."""
+    k = knn_k(plan)
+    out = [(f"linear_{p}", "linear", p, f"linear probe ({p})") for p in plan.eval.poolings]
+    return out + [(f"knn{k}_{p}", "knn", p, f"k-NN (k={k}, {p})") for p in plan.eval.poolings]
+
+
+def _best(rows: list[dict[str, Any]], key: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    ranked = sorted((r for r in rows if key in r), key=lambda r: -r[key])
+    return ranked[0], (ranked[1] if len(ranked) > 1 else None)
+
+
+def accuracy_sentence(
+    rows: list[dict[str, Any]], evals: dict[str, Any], metric: tuple[str, str, str, str], k: str
+) -> str:
+    """The best ratio for one metric and, paired on the same images, whether it beats the next one."""
+    key, kind, pooling, label = metric
+    best, second = _best(rows, key)
+    text = f"{label}: best at mask ratio {best['ratio']:g} ({best[key]:.2f}%)"
+    if second is None:
+        return text + "."
+    a = Score(best[key], _correct(evals, best.get("point"), kind, pooling, k))
+    b = Score(second[key], _correct(evals, second.get("point"), kind, pooling, k))
+    j = judge(f"mask {best['ratio']:g}", a, f"mask {second['ratio']:g}", b, best["test_images"])
+    return f"{text}; against the next ({second['ratio']:g}: {second[key]:.2f}%): {j.text}."
+
+
+def random_init_sentence(
+    rows: list[dict[str, Any]], evals: dict[str, Any], random_init: dict[str, float],
+    metric: tuple[str, str, str, str], k: str,
+) -> str | None:  # fmt: skip
+    """Each ratio against the random-init encoder of the same pooling, paired on the same images."""
+    key, kind, pooling, label = metric
+    if key not in random_init:
+        return None
+    base = Score(random_init[key], _correct(evals, "random-init", kind, pooling, k))
+    groups: dict[str, list[str]] = {"above": [], "a tie with": [], "below": []}
+    for r in sorted(rows, key=lambda r: r["ratio"]):
+        name = f"mask {r['ratio']:g}"
+        j = judge(name, Score(r[key], _correct(evals, r.get("point"), kind, pooling, k)), "random init", base,
+                  r["test_images"])  # fmt: skip
+        group = "a tie with" if j.winner is None else "above" if j.winner == name else "below"
+        groups[group].append(f"{r['ratio']:g} ({j.numbers})")
+    parts = [f"{g} it at {', '.join(v)}" for g, v in groups.items() if v]
+    return (
+        f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): " + "; ".join(parts) + "."
+    )
+
+
+def _trend(values: list[float]) -> str:
+    steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+    return "rises" if min(steps) > 0 else "falls" if max(steps) < 0 else "is not monotonic"
+
+
+def reconstruction_sentences(rec: list[dict[str, Any]], common: float) -> list[str]:
+    """Each model at its own ratio and under the same masks (ratio ``common``), and which effect the
+    numbers show: the own-ratio ranking mixes model and task (a higher ratio is a different, harder
+    test); the same masks separate them, and a ranking that follows the distance between a model's
+    training ratio and ``common`` is a train/test mask-ratio mismatch."""
+    by = sorted(rec, key=lambda r: r["ratio"])
+    own = [r["psnr_own"] for r in by]
+    out = [
+        "Reconstruction at each model's own ratio (a different test per model): "
+        + ", ".join(f"{r['psnr_own']:.2f} dB at {r['ratio']:g}" for r in by)
+        + f" (PSNR {_trend(own)} as the ratio rises). Under the same masks (ratio {common:g}, the same images): "
+        + ", ".join(f"{r['psnr_common']:.2f} dB for the {r['ratio']:g} model" for r in by)
+        + f"; best: the {max(by, key=lambda r: r['psnr_common'])['ratio']:g} model."
+    ]
+    worst = min(by, key=lambda r: r["psnr_own"])
+    passed = [r for r in by if r["psnr_own"] > worst["psnr_own"] and r["psnr_common"] < worst["psnr_common"]]
+    w = f"the {worst['ratio']:g} model"
+    if passed:
+        out.append(
+            f"So {w}'s low PSNR at its own ratio is its harder task, not a worse model: under the same masks it "
+            f"scores {worst['psnr_common']:.2f} dB, above "
+            + ", ".join(f"the {r['ratio']:g} model ({r['psnr_common']:.2f} dB)" for r in passed)
+            + (", which scored higher at its own ratio." if len(passed) == 1 else ", which scored higher at theirs.")
+        )
+    elif worst is min(by, key=lambda r: r["psnr_common"]):
+        out.append(
+            f"{w[0].upper() + w[1:]} is lowest under the same masks too ({worst['psnr_common']:.2f} dB): it "
+            "reconstructs worse, beyond its harder task."
+        )
+    dist = sorted(by, key=lambda r: abs(r["ratio"] - common))
+    follows = all(
+        a["psnr_common"] >= b["psnr_common"]
+        for i, a in enumerate(dist) for b in dist[i + 1 :]
+        if abs(a["ratio"] - common) < abs(b["ratio"] - common) - 1e-9
+    )  # fmt: skip
+    order = ", ".join(f"{r['ratio']:g} ({r['psnr_common']:.2f} dB)" for r in dist)
+    nearest_best = dist[0]["psnr_common"] >= max(r["psnr_common"] for r in by)
+    if follows and len(by) > 2:
+        out.append(
+            f"Under the same masks PSNR falls with the distance between a model's training ratio and {common:g} "
+            f"({order}): a train/test mask-ratio mismatch effect; each model reconstructs best the masking it was "
+            "trained on."
+        )
+    elif nearest_best:
+        out.append(
+            f"The model trained nearest to {common:g} is best under those masks ({order}): consistent with a "
+            "train/test mask-ratio mismatch for the others"
+            + ("." if len(by) <= 2 else ", though the order does not follow the distance strictly.")
+        )
+    else:
+        out.append(
+            f"The order under the same masks ({order}, by distance from {common:g}) does not follow the distance "
+            "between training and test ratio: not a train/test mismatch effect."
+        )
+    return out
+
+
+def _speed_sentence(eq: list[dict[str, Any]]) -> str:
+    speeds = sorted(eq, key=lambda r: r["ratio"])
+    fast, slow = max(eq, key=lambda r: r["median_img_per_s"]), min(eq, key=lambda r: r["median_img_per_s"])
+    trend = {"rises": "rising", "falls": "falling"}.get(
+        _trend([r["median_img_per_s"] for r in speeds]), "not monotonic"
+    )
+    listed = ", ".join(f"{r['median_img_per_s']:.0f} img/s at {r['ratio']:g}" for r in speeds)
+    return (
+        f"Speed: {listed} ({trend} with the mask ratio); mask {fast['ratio']:g} trains "
+        f"{fast['median_img_per_s'] / slow['median_img_per_s']:.2f}x as fast as {slow['ratio']:g} per image."
+    )
+
+
+def findings(
+    plan: SweepPlan, rows: list[dict[str, Any]], random_init: dict[str, float], evals: dict[str, Any]
+) -> list[str]:
+    """Sentences generated from the numbers: speed, accuracy per view and pooling (paired), each ratio vs the
+    random init of the same pooling (paired), and reconstruction (own ratio vs the same masks)."""
+    k = knn_k(plan)
+    eq = [r for r in rows if r["view"] == VIEWS[0]]
+    out = [_speed_sentence(eq)] if len(eq) > 1 else []
+    for view in VIEWS:
+        vr = [r for r in rows if r["view"] == view]
+        if len(vr) > 1:
+            out += [f"{view.capitalize()}: " + accuracy_sentence(vr, evals, m, k) for m in _metrics(plan)]
+    for m in _metrics(plan):
+        sentence = random_init_sentence(eq, evals, random_init, m, k)
+        if sentence:
+            out.append(sentence)
+    rec = [r for r in eq if "psnr_common" in r and "psnr_own" in r]
+    if len(rec) > 1:
+        out += reconstruction_sentences(rec, plan.eval.common_ratio)
+    elif len(rec) == 1:
+        r = rec[0]
+        out.append(
+            f"Reconstruction at mask ratio {plan.eval.common_ratio:g}: PSNR {r['psnr_common']:.2f} dB, SSIM "
+            f"{r['ssim_common']:.3f} over the masked pixels; the loss fell from "
+            f"{r.get('first_loss', float('nan')):.4f} to {r['final_loss']:.4f}."
+        )
+    return out
