@@ -1,4 +1,5 @@
-"""``maelab compare``: the time budget, noise-aware wording, and a tiny end-to-end run that resumes."""
+"""``maelab compare``: the time budget, the DINO teacher momentum rule, paired like-for-like wording, and a
+tiny end-to-end run that resumes."""
 
 from __future__ import annotations
 
@@ -6,14 +7,27 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maelab.cli import main
 from maelab.config import METHOD_TRAIN_DEFAULTS, CompareOptions, ConfigError, method_config, resolve_config
 from maelab.eval.results import two_se, versus
+from maelab.eval.stats import pack_correct
 from maelab.experiments import child
 from maelab.experiments.compare import run_compare
-from maelab.experiments.compare_plan import check_steps, time_budget_epochs
+from maelab.experiments.compare_plan import (
+    MOMENTUM_RULE,
+    check_steps,
+    given_momentum,
+    momentum_record,
+    teacher_left,
+    teacher_momentum,
+    time_budget_epochs,
+    with_teacher_momentum,
+)
+from maelab.experiments.compare_summary import answer, verdict
+from maelab.models.dino import suggest_momentum
 
 from .conftest import TINY_MODEL, write_image_folder
 
@@ -49,6 +63,73 @@ def test_each_method_gets_its_recipe_and_keeps_the_rest() -> None:
     assert base.train.method == "mae" and base.train.out == ""  # the base is not changed
 
 
+def test_teacher_momentum_is_fitted_to_each_run_length_unless_given() -> None:
+    # A full run of T steps: suggest_momentum(T), the teacher keeps <= 5% of its init; a short run gets a lower m0.
+    for steps in (4, 31, 120, 1000):
+        assert teacher_momentum(steps) == suggest_momentum(steps, 0.05)
+        assert teacher_left(teacher_momentum(steps), steps) <= 0.05
+    assert teacher_momentum(31) < teacher_momentum(120) < teacher_momentum(1000) < 0.996
+    # A run cut at step 31 of a 100-step schedule: <= 5% at the cut, with a higher m0 than a full 31-step run.
+    cut = teacher_momentum(100, 31)
+    assert teacher_left(cut, 100, 31) <= 0.05 and teacher_momentum(31) < cut < teacher_momentum(100)
+    assert teacher_left(0.996, 100, 31) > 0.5  # what DINO's default would have left: a near-random teacher
+
+    def dino(**given: object):  # --steps fixes the schedule length without reading any data
+        cfg = resolve_config(None, {"train": {"method": "dino", "steps": 31}, "dino": given}, "test")
+        return cfg, CompareOptions()
+
+    cfg, opts = dino()
+    assert given_momentum(cfg, opts) is None
+    assert with_teacher_momentum(cfg, None).dino.momentum_teacher == pytest.approx(teacher_momentum(31))
+    rec = momentum_record(cfg.dino.momentum_teacher, cfg, 31)
+    assert rec["momentum_rule"] == "fitted to the run length" and rec["teacher_init_left"] <= 0.05
+    # A value the user gave wins (flag / config file, or the option), and the record says so.
+    cfg, opts = dino(momentum_teacher=0.99)
+    assert given_momentum(cfg, opts) == 0.99
+    assert with_teacher_momentum(cfg, given_momentum(cfg, opts)).dino.momentum_teacher == 0.99
+    assert momentum_record(0.99, cfg, 31)["momentum_rule"] == "given"
+    cfg, _ = dino()
+    assert given_momentum(cfg, CompareOptions(momentum_teacher=0.996)) == 0.996
+    mae = resolve_config(None, {"train": {"steps": 31}}, "test")
+    assert with_teacher_momentum(mae, None).dino.momentum_teacher == 0.996  # MAE runs are left alone
+
+
+def _flags(n: int, right: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[rng.choice(n, right, replace=False)] = True
+    return out
+
+
+def test_summary_compares_like_for_like_with_paired_statistics() -> None:
+    """Random init's best pooling (cls, 52%) is above MAE's best (50%), yet at mean pooling MAE leads the
+    random init by 4 points on the same images: the report must say so, and call a balanced 1-point gap a tie."""
+    n, rng = 1000, np.random.default_rng(0)
+    mae_mean = _flags(n, 500, rng)
+    rand_mean = mae_mean.copy()
+    rand_mean[np.flatnonzero(mae_mean)[:40]] = False  # 40 images only MAE gets right: +4.0 points
+    mae_cls = _flags(n, 500, rng)
+    dino_cls = mae_cls.copy()  # 30 images each way plus 10 more for DINO: +1.0 point, within noise
+    dino_cls[np.flatnonzero(mae_cls)[:30]] = False
+    dino_cls[np.flatnonzero(~mae_cls)[:40]] = True
+    flags = {"MAE": {"cls": mae_cls, "mean": mae_mean}, "DINO": {"cls": dino_cls, "mean": mae_mean},
+             "random init": {"cls": _flags(n, 520, rng), "mean": rand_mean}}  # fmt: skip
+    accs = {m: {p: 100.0 * f.mean() for p, f in by.items()} for m, by in flags.items()}
+    packed = {m: {p: pack_correct(f) for p, f in by.items()} for m, by in flags.items()}
+    frozen = {"knn": accs, "linear": accs, "knn_correct": packed, "linear_correct": packed}
+    trained: dict = {"mae": {}, "dino": {}}
+    rows = answer(trained, None, frozen, {}, n)
+    knn_mean = next(r for r in rows if r.startswith("| k-NN mean |"))
+    assert "MAE beats random init: MAE - random init +4.00 points" in knn_mean and "McNemar" in knn_mean
+    knn_cls = next(r for r in rows if r.startswith("| k-NN cls |"))
+    assert "tie: MAE vs DINO -1.00 points, 95% CI [" in knn_cls
+    text = verdict(frozen, {}, n)
+    assert "a tie (within noise) at k-NN cls (MAE - DINO -1.00 [" in text and "paired on the same 1000" in text
+    # Results of an older maelab (no per-image flags): the old unpaired wording, and it says so.
+    old = answer(trained, None, {"knn": accs, "linear": accs}, {}, n)
+    assert "within noise" in old[0] and "unpaired 2-SE rule: no per-image results stored" in old[0]
+    assert "unpaired 2-SE rule" in verdict({"knn": accs, "linear": accs}, {}, n)
+
+
 def test_compare_rejects_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--method", "dino"]) == 2
     assert "compare trains both methods" in capsys.readouterr().err
@@ -75,6 +156,8 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     summary = (out / "summary.md").read_text()
     assert "Which is better for transfer" in summary and "| MAE |" in summary and "| random init |" in summary
     assert "Command: `maelab compare --subset 200`" in summary and "git commit" in summary and "Hardware:" in summary
+    assert MOMENTUM_RULE in summary and "## Paired comparisons (same pooling, same test images)" in summary
+    assert "McNemar" in summary and "no mixup, CutMix, RandAugment or random erasing" in summary
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["encoder"] for r in rows][:2] == ["MAE", "DINO"] and rows[-1]["encoder"] == "random init"
     assert all(r["knn_cls"] and r["linear_mean"] and r["finetune"] for r in rows)
@@ -84,6 +167,13 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert [p["target"] for p in dino["trajectory"]] == [2, 4]  # 4 steps, checked at 2 and 4
     assert "entropy" in dino["trajectory"][-1]["teacher"] and "teacher" not in stages["pretrain:mae"]["trajectory"][0]
     assert "equal_time" in stages
+    # The teacher momentum was fitted to the 4-step run and recorded; the from-scratch fine-tune had no layer decay.
+    assert dino["momentum_teacher"] == pytest.approx(teacher_momentum(4), abs=1e-6)
+    assert dino["momentum_rule"] == "fitted to the run length" and dino["teacher_init_left"] <= 0.05
+    assert "momentum_teacher" not in stages["pretrain:mae"]
+    assert stages["finetune:random init"]["layer_decay"] == 1.0 and stages["finetune:MAE"]["layer_decay"] == 0.75
+    assert set(stages["frozen"]["knn_correct"]["MAE"]) == {"cls", "mean"} and "test_correct" in stages["finetune:DINO"]
+    assert rows[0]["finetune_layer_decay"] == "0.75" and rows[-1]["finetune_layer_decay"] == "1.0"
 
     # A re-run with the same settings trains and evaluates nothing again: it only rewrites the report.
     def fail(*args: object, **kwargs: object) -> None:

@@ -1,4 +1,5 @@
-"""Fine-tuning: encoder -> timm ViT, layer-wise lr decay, a short run whose loss falls, from scratch, CLI."""
+"""Fine-tuning: encoder -> timm ViT, layer-wise lr decay (none from scratch), a short run whose loss falls,
+from scratch, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from maelab import MAE
 from maelab.cli import main
 from maelab.config import resolve_config
 from maelab.data import ImageData
-from maelab.eval.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups
+from maelab.eval import finetune as finetune_module
+from maelab.eval.finetune import FinetuneConfig, build_classifier, finetune, layer_decay_param_groups, recipe_for
+from maelab.eval.stats import unpack_correct
 
 from .conftest import TINY_MODEL, train_tiny_run
 
@@ -75,6 +78,46 @@ def test_layer_decay_lr_scale_per_block() -> None:
     assert decay[id(names["blocks.0.attn.qkv.weight"])] == 0.05
 
 
+def test_from_scratch_baseline_has_no_layer_decay() -> None:
+    """The random-init baseline trains every layer at the full lr (same budget, all else equal); a pretrained
+    encoder keeps the decay."""
+    cfg, ft = tiny_cfg(), FinetuneConfig(layer_decay=0.75, epochs=7, blr=2e-3)
+    scratch = recipe_for(ft, from_scratch=True)
+    assert scratch.layer_decay == 1.0 and recipe_for(ft, from_scratch=False) == ft
+    assert {**vars(scratch), "layer_decay": 0.75} == vars(ft)  # nothing else changes
+    vit = build_classifier(None, cfg, scratch, num_classes=10)
+    assert {g["lr_scale"] for g in layer_decay_param_groups(vit, 0.05, scratch.layer_decay)} == {1.0}
+    pretrained = build_classifier(trained_like_mae(cfg), cfg, ft, num_classes=10)
+    scales = {g["lr_scale"] for g in layer_decay_param_groups(pretrained, 0.05, ft.layer_decay)}
+    assert min(scales) == pytest.approx(0.75 ** (DEPTH + 1)) and max(scales) == 1.0
+
+
+def test_finetune_uses_the_recipe_of_its_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune() itself applies the rule, records the layer decay it used and the per-image test flags."""
+    seen: list[float] = []
+    real = finetune_module.layer_decay_param_groups
+
+    def spy(vit: torch.nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+        seen.append(layer_decay)
+        return real(vit, weight_decay, layer_decay)
+
+    monkeypatch.setattr(finetune_module, "layer_decay_param_groups", spy)
+    cfg = tiny_cfg()
+    ft = FinetuneConfig(epochs=1, batch_size=16, layer_decay=0.75, drop_path=0.0, device="cpu", quiet=True)
+    train, test = separable_data(32), separable_data(20, seed=1)
+    scratch = finetune(None, cfg, ft, train, test)
+    pretrained = finetune(trained_like_mae(cfg), cfg, ft, train, test)
+    assert seen == [1.0, 0.75]
+    assert (scratch["layer_decay"], scratch["recipe"]["layer_decay"]) == (1.0, 1.0)
+    assert (pretrained["layer_decay"], pretrained["recipe"]["layer_decay"]) == (0.75, 0.75)
+    assert (
+        scratch["recipe"]["epochs"] == pretrained["recipe"]["epochs"] == 1 and scratch["steps"] == pretrained["steps"]
+    )
+    for r in (scratch, pretrained):
+        flags = unpack_correct(r["test_correct"])
+        assert flags.shape == (20,) and 100.0 * flags.sum() / 20 == pytest.approx(r["top1"])
+
+
 def test_from_scratch_is_a_different_seeded_init() -> None:
     cfg = tiny_cfg()
     ft = FinetuneConfig(seed=0)
@@ -106,7 +149,8 @@ def test_cli_finetune_beside_baseline(tiny_run: Path, capsys: pytest.CaptureFixt
     result = json.loads((tiny_run / "eval" / "finetune.json").read_text())
     assert result["mae"]["init"] == "mae" and result["scratch"]["init"] == "scratch"
     assert result["mae"]["steps"] == 2 * 3 and result["mae"]["test_images"] == 12
-    assert result["mae"]["recipe"]["layer_decay"] == 0.75
+    assert result["mae"]["recipe"]["layer_decay"] == 0.75 and result["scratch"]["recipe"]["layer_decay"] == 1.0
+    assert result["scratch"]["layer_decay"] == 1.0  # the baseline's own recipe: no layer decay
     assert (tiny_run / "eval" / "finetune.md").read_text().startswith("# Fine-tuning")
 
     assert main([*args, "--from-scratch", "--epochs", "1"]) == 0

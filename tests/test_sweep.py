@@ -1,5 +1,6 @@
-"""The mask-ratio sweep: presets, settings checks, budget timing, and a tiny sweep that is
-interrupted after its first pretraining run and then continued without retraining it."""
+"""The mask-ratio sweep: presets, settings checks, budget timing, the generated findings (paired accuracy
+comparisons, which effect the reconstruction numbers show), and a tiny sweep that is interrupted after its
+first pretraining run and then continued without retraining it."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maelab import rundir
 from maelab.checkpoint import load_meta
 from maelab.cli import main
 from maelab.config import ConfigError, SweepOptions
+from maelab.eval.stats import pack_correct
 from maelab.experiments import child, sweep
+from maelab.experiments.sweep_findings import accuracy_sentence, reconstruction_sentences
 from maelab.experiments.sweep_plan import budget_step, make_plan, open_stages, run_config
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -129,6 +133,9 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert metrics["settings"]["ratios"] == [0.25, 0.75] and metrics["settings"]["budget_ratio"] == 0.75
     text = (out / "summary.md").read_text()
     assert "maelab " + " ".join(args[:3]) in text and "Equal wall-clock budget" in text
+    assert [r["point"] for r in rows] == ["mr0.25", "mr0.25-budget", "mr0.75", "mr0.75"]
+    assert "McNemar p" in text and "Against the random-init encoder (linear probe (mean)" in text  # paired, per pooling
+    assert "Under the same masks (ratio 0.75, the same images)" in text
     assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
     for name in ("accuracy_vs_ratio", "psnr_vs_ratio", "speed_vs_ratio", "loss_curves", "reconstruction_mr0.25",
                  "reconstruction_mr0.75", "reconstruction_mr0.25_at_mr0.75", "reconstruction_mr0.25-budget"):  # fmt: skip
@@ -245,3 +252,48 @@ def test_reconstruction_study_preset_runs_one_model(tmp_path: Path, monkeypatch:
     assert [(r["view"], r["ratio"]) for r in rows] == [("equal epochs", "0.75")]
     assert f"PSNR {float(rows[0]['psnr_common']):.2f} dB" in text  # the study's headline numbers
     assert (plan.out / "figures" / "reconstruction_mr0.75.png").is_file()
+
+
+def _recon(own: list[float], common: list[float]) -> list[dict[str, float]]:
+    return [
+        {"ratio": r, "psnr_own": o, "psnr_common": c}
+        for r, o, c in zip((0.25, 0.5, 0.75, 0.9), own, common, strict=True)
+    ]
+
+
+def test_reconstruction_sentence_names_the_effect_from_the_numbers() -> None:
+    # The 0.9 model is last at its own ratio, but under the same 0.75 masks it beats the 0.25 model, and the
+    # ranking follows the distance from 0.75: a harder task plus a train/test mismatch, not a worse model.
+    text = " ".join(reconstruction_sentences(_recon([30, 27, 24, 21], [20, 22, 24, 22.5]), 0.75))
+    assert "30.00 dB at 0.25" in text and "22.50 dB for the 0.9 model" in text
+    assert "the 0.9 model's low PSNR at its own ratio is its harder task, not a worse model" in text
+    assert "above the 0.25 model (20.00 dB)" in text and "a train/test mask-ratio mismatch effect" in text
+    # The same own-ratio numbers, but the 0.9 model is also last under the same masks and the order ignores the
+    # distance from 0.75: a worse model, not a mismatch.
+    text = " ".join(reconstruction_sentences(_recon([30, 27, 24, 21], [25, 24.5, 24, 19]), 0.75))
+    assert "The 0.9 model is lowest under the same masks too (19.00 dB)" in text
+    assert "not a train/test mismatch effect" in text and "harder task, not a worse model" not in text
+
+
+def test_accuracy_sentence_is_paired_on_the_same_images() -> None:
+    n, rng = 1000, np.random.default_rng(0)
+    a = np.zeros(n, dtype=bool)
+    a[rng.choice(n, 600, replace=False)] = True
+    b = a.copy()
+    b[np.flatnonzero(a)[:50]] = False  # 50 images only the 0.75 model gets right: +5 points, far beyond noise
+    c = a.copy()
+    c[np.flatnonzero(a)[:5]] = False  # 5 images: +0.5 points, a tie
+    flags = {"mr0.75": a, "mr0.25": b, "mr0.5": c}
+    evals = {
+        p: {"linear": {"results": [{"pooling": "cls", "test_correct": pack_correct(f)}]}} for p, f in flags.items()
+    }
+    rows = [
+        {"ratio": float(p[2:]), "point": p, "linear_cls": 100.0 * f.mean(), "test_images": n} for p, f in flags.items()
+    ]
+    metric = ("linear_cls", "linear", "cls", "linear probe (cls)")
+    tie = accuracy_sentence(rows, evals, metric, "20")
+    assert "best at mask ratio 0.75 (60.00%)" in tie and "tie: mask 0.75 vs mask 0.5 +0.50 points, 95% CI [" in tie
+    beats = accuracy_sentence([rows[0], rows[1]], evals, metric, "20")
+    assert "mask 0.75 beats mask 0.25: mask 0.75 - mask 0.25 +5.00 points" in beats and "McNemar p" in beats
+    old = accuracy_sentence([rows[0], rows[1]], {}, metric, "20")  # evaluations of an older maelab
+    assert "unpaired 2-SE rule" in old

@@ -41,10 +41,10 @@ EVAL_COMMANDS = (
      "trained at once; the lr is picked on a held-out part of the TRAINING set, the head is retrained at it on "
      "all training images and tested once. Writes RUN/eval/linear.{json,md}.", True),
     ("finetune", "finetune_command", FinetuneOptions,
-     "fine-tune the whole encoder + a linear head, beside the same recipe from random init",
+     "fine-tune the whole encoder + a linear head, beside the same budget from random init",
      "Fine-tune RUN's encoder end to end (timm ViT, layer-wise lr decay, drop path, label smoothing, warm-up + "
-     "cosine, random-resized-crop + flip) and report test top-1 beside the identical recipe from random "
-     "initialisation. Writes RUN/eval/finetune.{json,md}.", False),
+     "cosine, random-resized-crop + flip) and report test top-1 beside the same budget from random "
+     "initialisation (without layer decay, which would slow its random lower layers). Writes RUN/eval/finetune.{json,md}.", False),
 )  # fmt: skip
 
 

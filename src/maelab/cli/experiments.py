@@ -79,7 +79,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     file_values = load_toml(args.config) if args.config else None
     cfg = resolve_config(file_values, given, args.config or "defaults")
     out = cfg.train.out or str(Path("runs") / f"compare-{cfg.model.name}")
-    opts = options_from_args(CompareOptions, args, "compare", progress=not cfg.train.quiet)
+    # A --momentum-teacher given (flag or file) is kept; otherwise each DINO run gets one fitted to its length.
+    file_dino = (file_values or {}).get("dino", {}) if isinstance((file_values or {}).get("dino", {}), dict) else {}
+    chosen = given["dino"].get("momentum_teacher", file_dino.get("momentum_teacher"))
+    opts = options_from_args(CompareOptions, args, "compare", progress=not cfg.train.quiet, momentum_teacher=chosen)
     results = run_compare(cfg, opts, out, _command_line())
     print((results / "summary.md").read_text(), end="")
     print(f"results: {results} (summary.md, summary.csv, metrics.json, plots/, runs/)")

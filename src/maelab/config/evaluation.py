@@ -178,7 +178,8 @@ class LinearOptions(FrozenEvalOptions):
 # ------------------------------------------------------------------------------------ fine-tuning
 @dataclass
 class FinetuneConfig:
-    """The fine-tuning recipe (the same for the pretrained encoder and the from-scratch baseline)."""
+    """The fine-tuning recipe: the same budget for the pretrained encoder and the from-scratch baseline; the
+    baseline trains without layer-wise lr decay (``eval.finetune.recipe_for``)."""
 
     epochs: int = opt(10, "fine-tuning epochs")
     batch_size: int = opt(128, "images per step")
@@ -186,7 +187,10 @@ class FinetuneConfig:
     min_lr: float = opt(1.0e-6, "final cosine lr")
     warmup_epochs: float = opt(1.0, "linear lr warm-up epochs")
     weight_decay: float = opt(0.05, "AdamW weight decay")
-    layer_decay: float = opt(0.75, "lr scale per block below the head: block i gets ld**(depth-i)")
+    layer_decay: float = opt(
+        0.75, "lr scale per block below the head, block i gets ld**(depth-i); pretrained encoders only (the "
+        "from-scratch baseline trains every layer at the full lr, 1.0)",
+    )  # fmt: skip
     drop_path: float = opt(0.1, "stochastic depth rate")
     label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy")
     crop_min_scale: float = opt(0.25, "random-resized-crop: smallest crop area (fraction of the image)")

@@ -106,13 +106,15 @@ def finetune_command(opts: FinetuneOptions) -> dict[str, Any]:
         model = pretrained if init == method else None
         results[init] = finetune(model, cfg, ft, data.train, data.test, label, opts.precision)
     rows = [
-        [(f"{method.upper()} pretrained" if k == method else "random init"), r["top1"], r["first_loss"], r["last_loss"],
-         r["wall_time_s"]]
+        [(f"{method.upper()} pretrained" if k == method else "random init"), r["layer_decay"], r["top1"],
+         r["first_loss"], r["last_loss"], r["wall_time_s"]]
         for k, r in results.items()
     ]  # fmt: skip
-    table = markdown_table(["encoder", "test top-1 (%)", "first-epoch loss", "last-epoch loss", "time (s)"], rows)
+    headers = ["encoder", "layer decay", "test top-1 (%)", "first-epoch loss", "last-epoch loss", "time (s)"]
+    table = markdown_table(headers, rows)
     recipe = (
-        f"{ft.epochs} epochs, batch {ft.batch_size}, blr {ft.blr:g}, layer decay {ft.layer_decay:g}, drop path "
+        f"{ft.epochs} epochs, batch {ft.batch_size}, blr {ft.blr:g}, layer decay {ft.layer_decay:g} (pretrained; "
+        "the from-scratch baseline trains every layer at the full lr), drop path "
         f"{ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, {len(data.train)} train / {len(data.test)} test "
         f"images, {next(iter(results.values()))['precision']}"
     )

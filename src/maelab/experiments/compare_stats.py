@@ -9,7 +9,7 @@ difference that excludes 0. Anything else is a tie, reported with its interval.
 
 Results written by an older maelab hold no per-image flags; those fall back to the unpaired rule
 (:func:`maelab.eval.results.versus`: a difference beyond twice its binomial standard error), and
-the text says so.
+the text says so. :class:`Score` and :func:`judge` serve the mask-ratio sweep's sentences too.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from maelab.experiments.compare_stats import (
     RANDOM_INIT,
     RULE,
     UNPAIRED_NOTE,
+    Judgment,
     Score,
     all_paired,
     comparison_columns,
@@ -80,7 +81,7 @@ def trajectory_table(trained: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------ the answer
-def _mae_vs_dino(scores: dict[str, Score], n: int) -> Any:
+def _mae_vs_dino(scores: dict[str, Score], n: int) -> Judgment:
     return judge("MAE", scores["MAE"], "DINO", scores["DINO"], n)
 
 
@@ -214,14 +215,16 @@ def finetune_text(finetuned: dict[str, Any], opts: dict[str, Any]) -> str:
     for label, r in finetuned.items():
         by_value.setdefault(fmt(r.get("layer_decay"), "g"), []).append(label)
     if "-" in by_value:
-        decay = "layer decay not recorded per run (an older maelab: 0.75 for every init)"
+        decay = "layer decay not recorded per run: an older maelab, which used 0.75 for every init"
     else:
-        decay = "layer-wise lr decay " + "; ".join(f"{v} for {', '.join(labels)}" for v, labels in by_value.items())
+        decay = (
+            "layer-wise lr decay " + "; ".join(f"{v} for {', '.join(labels)}" for v, labels in by_value.items())
+            + ": from random init there is nothing pretrained for layer decay to protect, so that baseline has none"
+        )  # fmt: skip
     return (
         f", fine-tuning {opts['finetune_epochs']} epochs on {opts['finetune_subset'] or 'all'} train images, the same "
-        f"budget for every init ({decay}: from random init there is nothing pretrained for layer decay to protect, so "
-        "its baseline has none). The fine-tuning recipe is reduced: AdamW, warm-up + cosine, drop path, label "
-        "smoothing, random-resized-crop + flip; no mixup, CutMix, RandAugment or random erasing."
+        f"budget for every init ({decay}). The fine-tuning recipe is reduced: AdamW, warm-up + cosine, drop path, "
+        "label smoothing, random-resized-crop + flip; no mixup, CutMix, RandAugment or random erasing."
     )
 
 
