@@ -62,6 +62,16 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+def write_summary_files(out: Path, metrics: dict[str, Any], rows: Sequence[dict[str, Any]], markdown: str) -> Path:
+    """An experiment's three result files: ``OUT/metrics.json`` (everything), ``OUT/summary.csv`` (one line
+    per row) and ``OUT/summary.md`` (the report); returns the summary.md path."""
+    write_json(out / "metrics.json", metrics)
+    write_csv(out / "summary.csv", rows)
+    path = out / "summary.md"
+    atomic_write_text(path, markdown)
+    return path
+
+
 # ------------------------------------------------------------------------------------ markdown
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "l") -> str:
     """A GitHub markdown table; float cells are shown with 4 significant digits, strings as they are.

@@ -13,9 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from maelab.checkpoint import atomic_write_text
 from maelab.config import SECTIONS
-from maelab.eval.results import fmt, markdown_table, write_csv, write_json
+from maelab.eval.results import fmt, markdown_table, write_summary_files
 from maelab.eval.stats import compare_paired, unpack_correct
 from maelab.experiments.recipe_plan import KNN_K, POOLINGS, RecipePlan, encoder_shape
 
@@ -253,8 +252,4 @@ def write_results(plan: RecipePlan, results: dict[str, dict[str, Any]], command:
         "candidates": {c.name: {"description": c.description, "overrides": c.overrides} for c in plan.candidates},
         "results": results,
     }  # fmt: skip
-    write_json(plan.out / "metrics.json", metrics)
-    write_csv(plan.out / "summary.csv", rows)
-    path = plan.out / "summary.md"
-    atomic_write_text(path, summary_markdown(plan, env, hardware, command, rows, m, info))
-    return path
+    return write_summary_files(plan.out, metrics, rows, summary_markdown(plan, env, hardware, command, rows, m, info))

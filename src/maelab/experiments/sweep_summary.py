@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from maelab.checkpoint import atomic_write_text
 from maelab.config.experiments import PRESETS
-from maelab.eval.results import fmt, markdown_table, with_se, write_csv, write_json
+from maelab.eval.results import fmt, markdown_table, with_se, write_summary_files
 from maelab.experiments.compare_stats import UNPAIRED_NOTE
 from maelab.experiments.plots import plot_sweep
 from maelab.experiments.sweep_findings import findings
@@ -223,8 +222,4 @@ def write_results(
         "budgets": {f"{r:g}": b for r, b in budgets.items()}, "runs": {f"{r:g}": s for r, s in stats.items()},
         "rows": rows, "random_init": random_init, "evaluations": evals,
     }  # fmt: skip
-    write_json(plan.out / "metrics.json", metrics)
-    write_csv(plan.out / "summary.csv", rows)
-    path = plan.out / "summary.md"
-    atomic_write_text(path, summary_markdown(plan, env, command, rows, stats, evals, budget_s))
-    return path
+    return write_summary_files(plan.out, metrics, rows, summary_markdown(plan, env, command, rows, stats, evals, budget_s))
