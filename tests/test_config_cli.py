@@ -34,6 +34,25 @@ def test_preset_file_and_flags_precedence(tmp_path: Path) -> None:
     assert explicit.model.embed_dim == 96 and explicit.model.encoder_depth == 12
 
 
+def test_short_recipe_sets_its_values_and_flags_win(tmp_path: Path) -> None:
+    paper = resolve_config(None, {}, "flags")
+    assert (paper.train.recipe, paper.train.batch_size, paper.train.lr, paper.model.norm_pix_loss) == (
+        "paper", 256, 0.0, False)  # fmt: skip
+    short = resolve_config(None, {"train": {"recipe": "short"}}, "flags")
+    assert (short.train.batch_size, short.train.lr, short.train.warmup_epochs) == (64, 1e-3, 1.0)
+    assert short.model.norm_pix_loss and short.train.recipe == "short"
+    given = resolve_config(None, {"train": {"recipe": "short", "batch_size": 128}}, "flags")
+    assert (given.train.batch_size, given.train.lr) == (128, 1e-3)  # a flag beside the recipe wins
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nrecipe = "short"\n[model]\nnorm_pix_loss = false\n')
+    from_file = resolve_config(load_toml(toml), {}, str(toml))
+    assert from_file.train.batch_size == 64 and not from_file.model.norm_pix_loss  # the file wins over the recipe
+    with pytest.raises(ConfigError, match="--recipe 'fast'"):
+        resolve_config(None, {"train": {"recipe": "fast"}}, "flags")
+    with pytest.raises(ConfigError, match="MAE recipe"):
+        resolve_config(None, {"train": {"recipe": "short", "method": "dino"}}, "flags")
+
+
 def test_unknown_keys_name_file_and_key(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text("[train]\nepocs = 3\n")

@@ -1,27 +1,35 @@
-"""The recipe search: its candidate table and plan, the equal-budget step rule, the ranking and margin on
-hand-made numbers, and a tiny end-to-end search (two tiny candidates) that scores the held-out validation
-images, never the test set, and continues from its stages without redoing any."""
+"""The recipe search: its candidate table and plan, the equal-budget step rule and its calibration (the
+training loop of the run itself, timed as the budget is counted), the budget flag, the ranking and margin
+on hand-made numbers, and a tiny end-to-end search (two tiny candidates) that scores the held-out
+validation images, never the test set, and continues from its stages without redoing any."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from maelab import data as data_module
+from maelab import methods, train
 from maelab.cli import main
 from maelab.config import RECIPE_CANDIDATES, ConfigError, RecipeCandidate, RecipeOptions
 from maelab.eval.stats import pack_correct
-from maelab.experiments import child, recipe
+from maelab.experiments import child, recipe, recipe_plan, recipe_summary
 from maelab.experiments.recipe_plan import (
+    CALIBRATION_RUNS,
     baseline_config,
+    budget_flag,
+    calibration_length,
+    loop_speed,
     make_plan,
     planned_steps,
 )
-from maelab.experiments.recipe_summary import candidate_flags, margin, rank, score
+from maelab.experiments.recipe_summary import budget_cell, budget_lines, candidate_flags, margin, rank, score
 
 from .conftest import TINY_MODEL, write_image_folder
 
@@ -79,9 +87,36 @@ def test_every_candidate_resolves_and_baselines_share_an_encoder_shape(folder: P
 
 def test_planned_steps_fill_the_budget() -> None:
     assert planned_steps(240.0, 140.0, 128) == 262  # 240 s x 140 img/s / 128 images a step
+    assert planned_steps(240.0, 140.0, 128, overhead_s=8.0) == 254  # the run's slower first steps count too
     assert planned_steps(1.0, 10.0, 256) == 1  # at least one step
     with pytest.raises(ValueError):
         planned_steps(240.0, 0.0, 128)
+
+
+def test_loop_speed_times_the_windows_after_the_warm_up() -> None:
+    # A log record every 5 steps of 64 images: the first window (cold start, 3.2 s) is the warm-up.
+    records = [{"step": 5, "img_per_s": 100.0}] + [{"step": s, "img_per_s": 160.0} for s in (10, 15, 20)]
+    speed = loop_speed(records, 64, skip_steps=2)
+    assert (speed["skipped_steps"], speed["timed_steps"], speed["timed_seconds"]) == (5, 15, 6.0)
+    assert speed["img_per_s"] == 160.0
+    assert speed["start_overhead_s"] == pytest.approx(1.2)  # 3.2 s for 5 steps that take 2.0 s at 160 img/s
+    # The fake measured speed fixes the plan: 180 s, less the start overhead, at 160 img/s.
+    assert planned_steps(180.0, speed["img_per_s"], 64, speed["start_overhead_s"]) == round(178.8 * 160 / 64)
+    assert loop_speed([{"step": 1, "img_per_s": 50.0}], 64)["img_per_s"] == 0.0  # nothing after the warm-up
+    # The next calibration run: warm-up + a window + the steps of min_seconds at the last speed, a tenth to spare.
+    assert calibration_length({}, 5, 5.0, 5) == 2 + 5 + 5
+    assert calibration_length(speed, 5, 10.0, 5) == 2 + 5 + 28  # 2.5 steps/s x 10 s x 1.1 = 27.5
+
+
+def test_a_candidate_off_its_budget_is_flagged() -> None:
+    assert [budget_flag(u) for u in (1.2333, 1.1, 1.0, 0.9, 0.85)] == ["over budget", "", "", "", "under budget"]
+    rows = [{"candidate": c, "train_seconds": t, "budget_s": 180.0, "budget_use": t / 180,
+             "budget_flag": budget_flag(t / 180)} for c, t in (("bs64", 222.0), ("guess", 185.0), ("slow", 150.0))]  # fmt: skip
+    assert budget_cell(rows[0]) == "222 (123%) **over budget**" and budget_cell(rows[1]) == "185 (103%)"
+    (line,) = budget_lines(rows)
+    assert line.startswith("**Unequal budget:**") and "`bs64` 222 s of 180 s (123%, over budget)" in line
+    assert "`slow` 150 s of 180 s (83%, under budget)" in line and "guess" not in line
+    assert budget_lines(rows[1:2])[0].startswith("Equal budget")
 
 
 # ------------------------------------------------------------------------------------ ranking
@@ -117,13 +152,53 @@ def test_score_rank_and_margin_on_hand_made_numbers() -> None:
 
 
 # ------------------------------------------------------------------------------------ end to end
-def test_calibration_times_the_candidates_training_step(folder: Path, tmp_path: Path) -> None:
+def _without_length(cfg: Any) -> dict:
+    """A config as a dict without what a calibration run and the run may differ in: steps and out."""
+    d = cfg.to_dict()
+    del d["train"]["steps"], d["train"]["out"]
+    return d
+
+
+def test_calibration_runs_the_training_loop_of_the_run(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spies: every pretraining (calibration or run) and every training step's loss (augmentation + model).
+    configs: list[Any] = []
+    real_pretrain, mae = train.pretrain, methods.METHODS["mae"]
+    monkeypatch.setattr(train, "pretrain", lambda cfg=None, **k: (configs.append(cfg), real_pretrain(cfg, **k))[1])
+    losses: list[int] = []
+    monkeypatch.setitem(methods.METHODS, "mae", dataclasses.replace(
+        mae, loss=lambda model, batch, cfg: (losses.append(batch.shape[0]), mae.loss(model, batch, cfg))[1]))  # fmt: skip
+    monkeypatch.setattr(recipe_plan, "MIN_CALIBRATION_SECONDS", 0.5)  # time >= 0.5 s
+    # The first calibration run reports at most 0.1 s timed (whatever this machine's speed), so it is too short
+    # and must be repeated, longer.
+    real_speed, speeds = recipe.loop_speed, []
+
+    def first_too_short(records: list[dict], per_step: int) -> dict:
+        speeds.append(real_speed(records, per_step))
+        return speeds[-1] if len(speeds) > 1 else {**speeds[0], "timed_seconds": min(speeds[0]["timed_seconds"], 0.1)}
+
+    monkeypatch.setattr(recipe, "loop_speed", first_too_short)
     plan = tiny_plan(folder, tmp_path / "out")
-    cfg = plan.config(plan.candidates[0])
-    train = recipe._train_images(cfg)
-    assert len(train) == 2 * PER_CLASS - HOLDOUT
-    speed = recipe.measure_img_per_s(cfg, train.images[:8], min_steps=2)
-    assert speed["timed_steps"] == 2 and speed["img_per_s"] > 0 and speed["precision"] == "fp32"
+    cand = plan.candidates[0]
+    assert len(recipe._train_images(plan.config(cand))) == 2 * PER_CLASS - HOLDOUT
+
+    calib = recipe.calibrate(plan, cand)
+    assert 2 <= calib["runs"] <= CALIBRATION_RUNS and len(configs) == calib["runs"]
+    assert calib["timed_seconds"] >= 0.5 or calib["runs"] == CALIBRATION_RUNS
+    assert calib["timed_steps"] >= 2 and calib["img_per_s"] > 0 and calib["precision"] == "fp32"
+    assert calib["steps_run"] == configs[-1].train.steps == calib["skipped_steps"] + calib["timed_steps"]
+    # Every step of every calibration run went through the method's loss, with the candidate's batch.
+    assert losses == [8] * sum(c.train.steps for c in configs)
+    assert calib["planned_steps"] == planned_steps(plan.budget_s, calib["img_per_s"], 8, calib["start_overhead_s"])
+    assert not (plan.out / "calibration").exists()  # the scratch run is deleted
+
+    # The run trains through the same function with the same config, but for its planned steps into its own folder.
+    recipe.pretrain(plan, cand, {**calib, "planned_steps": 3})
+    run_cfg = configs[-1]
+    assert run_cfg.train.steps == 3 and run_cfg.train.out == str(plan.run_dir(cand))
+    assert all(_without_length(c) == _without_length(run_cfg) for c in configs[:-1])
+    assert {c.train.out for c in configs[:-1]} == {str(plan.out / "calibration" / cand.name)}
 
 
 def test_tiny_search_scores_val_images_and_resumes(
@@ -131,9 +206,9 @@ def test_tiny_search_scores_val_images_and_resumes(
 ) -> None:
     monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
     # A fixed speed (40 img/s) makes the step counts known: 0.6 s x 40 / 8 = 3 steps (a), / 4 = 6 steps (b).
-    monkeypatch.setattr(recipe, "measure_img_per_s", lambda cfg, images, n, s=0.0: {
-        "img_per_s": 40.0, "timed_steps": n, "timed_seconds": 1.0, "median_step_s": 0.2, "precision": "fp32",
-        "precision_reason": "forced", "device": "cpu"})  # fmt: skip
+    monkeypatch.setattr(recipe, "measure_speed", lambda cfg, scratch, n, s, isolate=True: {
+        "img_per_s": 40.0, "timed_steps": n, "timed_seconds": 1.0, "skipped_steps": 2, "start_overhead_s": 0.0,
+        "precision": "fp32", "precision_reason": "forced", "device": "cpu"})  # fmt: skip
     splits: list[str] = []
     real_load_split = data_module.load_split
     monkeypatch.setattr(data_module, "load_split", lambda root, split, *a, **k: (
@@ -157,6 +232,10 @@ def test_tiny_search_scores_val_images_and_resumes(
     assert metrics["winner"] == metrics["ranking"][0] and set(metrics["ranking"]) == {"a", "b"}
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["candidate"] for r in rows] == metrics["ranking"] and rows[0]["vs_winner"] == "winner"
+    for row in metrics["rows"]:  # per candidate: the budget, the seconds it trained, their ratio and its flag
+        assert row["budget_s"] == 0.6 and row["budget_use"] == pytest.approx(row["train_seconds"] / 0.6, abs=0.01)
+        assert row["budget_flag"] == budget_flag(row["budget_use"])
+    assert set(metrics["off_budget"]) == {r["candidate"] for r in metrics["rows"] if r["budget_flag"]}
     text = summary.read_text()
     assert "Winner" in text and "wall-clock on THIS machine" in text and "test set is never read" in text
     stages = json.loads((out / "recipe.json").read_text())["stages"]
@@ -166,11 +245,21 @@ def test_tiny_search_scores_val_images_and_resumes(
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished stage was redone")
 
-    for target, name in ((child, "train_until"), (recipe, "measure_img_per_s"), (recipe, "evaluate")):
+    for target, name in ((child, "train_until"), (recipe, "measure_speed"), (recipe, "evaluate")):
         monkeypatch.setattr(target, name, fail)
     before = json.loads((out / "metrics.json").read_text())["rows"]
     recipe.run_recipe(tiny_plan(folder, out))
     assert json.loads((out / "metrics.json").read_text())["rows"] == before
+
+    # The writers flag a candidate over its budget in summary.md, summary.csv and metrics.json.
+    results = metrics["results"]
+    results["a"]["run"].update(train_seconds=0.75, budget_use=1.25)
+    results["b"]["run"].update(train_seconds=0.6, budget_use=1.0)
+    text = recipe_summary.write_results(tiny_plan(folder, out), results).read_text()
+    assert "**Unequal budget:** `a` 1 s of 1 s (125%, over budget)" in text and "(125%) **over budget**" in text
+    assert {r["candidate"]: r["budget_flag"] for r in csv.DictReader((out / "summary.csv").open())} == {
+        "a": "over budget", "b": ""}  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["off_budget"] == {"a": 1.25}
 
     # A candidate changed since its stages ran is refused, not mixed with them.
     changed = (TINY_CANDIDATES[0], RecipeCandidate("b", "changed", {"train": {"batch_size": 8}}))

@@ -113,8 +113,9 @@ class RecipeOptions:
     device: str = device_opt()
     precision: str = precision_opt()  # of training and of the features
     probe_epochs: int = opt(100, "linear-probe epochs")
-    calibration_steps: int = opt(5, "timed training steps (after 2 untimed ones, and at least 5 s) that measure a "
-                                 "candidate's img/s before its step count is fixed")  # fmt: skip
+    calibration_steps: int = opt(5, "timed steps of the short training-loop run that measures a candidate's img/s "
+                                 "before its step count is fixed (after its warm-up; it also times at least 5 s and "
+                                 "a twentieth of the budget)")  # fmt: skip
     quiet: bool = quiet_opt("no progress bars; one log line per epoch")
     isolate: bool = True  # pretrain in a fresh process per run (tests set False: no seconds of imports)
 

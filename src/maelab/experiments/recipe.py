@@ -1,13 +1,18 @@
 """The short-schedule recipe search: which knobs learn the most per CPU-hour, measured on a validation
 split of the TRAINING set (``--holdout`` images, never pretrained on); the test set is never read.
 
-    per candidate: calibrate (img/s of its exact config, this process) -> steps = budget x img/s / batch
-    -> pretrain that many steps (fresh process, resumable) -> k-NN (k=20) and linear probe on frozen
-    features of the validation images, beside the random-init encoder of the same shape -> rank -> report
+    per candidate: calibrate (img/s of a short run of its exact config in the training loop, fresh
+    process) -> steps = budget x img/s / batch -> pretrain that many steps (fresh process, resumable)
+    -> k-NN (k=20) and linear probe on frozen features of the validation images, beside the random-init
+    encoder of the same shape -> rank -> report
 
-Every candidate gets the same wall-clock budget of training steps on this machine; its calibrated
-img/s fixes its step count before it trains, and the training seconds it actually used (from its
-metrics.jsonl, start-up excluded) are reported beside the budget.
+Every candidate gets the same wall-clock budget of training steps on this machine. The calibration
+runs the same code as the run (data indexing, augmentation, optimizer step, logging: the costs a
+benchmark of the model alone misses, more at small batches) and times it the way the budget is
+counted, so its img/s fixes a step count that fills the budget; the step count, not the clock, ends
+the run, so the lr schedule ends where it should and the run is reproducible. The training seconds
+the run actually used (from its metrics.jsonl, start-up excluded) are reported beside the budget, and
+a candidate outside 90-110% of it is flagged.
 
 Results folder (``OUT``)::
 
@@ -17,21 +22,23 @@ Results folder (``OUT``)::
     plots/           loss_vs_time.png, scores.png
     summary.md, summary.csv, metrics.json
 
-Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps), ``pretrain:<name>``
-(the finished run's time, loss and curve), ``eval:<name>`` (the validation scores). A candidate's
-overrides are stored with its calibration: a changed candidate is refused, not mixed with old results.
+Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps; its scratch run,
+``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve),
+``eval:<name>`` (the validation scores). A candidate's overrides are stored with its calibration: a
+changed candidate is refused, not mixed with old results.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from maelab import checkpoint as ckpt
 from maelab import rundir
@@ -39,13 +46,14 @@ from maelab.config import Config, ConfigError
 from maelab.config.recipe import RecipeCandidate
 from maelab.experiments import child
 from maelab.experiments.recipe_plan import (
+    CALIBRATION_RUNS,
     KNN_K,
-    MIN_CALIBRATION_SECONDS,
     POOLINGS,
-    WARMUP_STEPS,
     RecipePlan,
     baseline_config,
+    calibration_length,
     images_per_step,
+    loop_speed,
     peak_lr,
     planned_steps,
     warmup_steps,
@@ -61,46 +69,54 @@ def _train_images(cfg: Config) -> Any:
 
 
 # ------------------------------------------------------------------------------------ calibration
-def measure_img_per_s(cfg: Config, images: torch.Tensor, min_steps: int, min_seconds: float = 0.0) -> dict:
-    """Training img/s of ``cfg``'s exact model, loss (augmentation included), optimizer and precision on
-    the uint8 batch ``images`` (B, C, H, W): :data:`WARMUP_STEPS` untimed steps, then single timed steps
-    until there are ``min_steps`` of them and ``min_seconds`` have passed. Returns {img_per_s, timed_steps,
-    timed_seconds, median_step_s, precision, precision_reason, device}."""
-    from maelab.bench import Contender, adamw, time_steps
-    from maelab.methods import get_method
-    from maelab.runtime import choose_precision, resolve_device
-
-    device = resolve_device(cfg.train.device)
-    precision = choose_precision(cfg.train.precision, device)
-    method = get_method(cfg.train.method)
-    torch.manual_seed(cfg.train.seed)
-    model = method.build(cfg).to(device).train()
-    if hasattr(model, "set_fused_attention"):
-        model.set_fused_attention(device.type == "cuda")  # as the training loop does
-    c = Contender(cfg.train.method, model, lambda x: method.loss(model, x, cfg), model.forward_features,
-                  adamw(model, device, peak_lr(cfg)), precision.dtype, device, precision.reason)  # fmt: skip
-    batch = images.to(device)
-    time_steps(c.train_step, batch, WARMUP_STEPS, device)
-    times: list[float] = []
-    while len(times) < min_steps or sum(times) < min_seconds:
-        times.append(time_steps(c.train_step, batch, 1, device))
+def measure_speed(
+    cfg: Config, scratch: Path, min_steps: int, min_seconds: float, isolate: bool = True
+) -> dict[str, Any]:
+    """Training img/s of ``cfg`` measured by the training loop the run uses (:func:`maelab.train.pretrain`
+    through :func:`child.train_until`, in a fresh process when ``isolate``, as the run): ``cfg`` trained for a
+    few steps into ``scratch`` (deleted after), data indexing, augmentation, optimizer step, logging and
+    checkpoints included. Timed as the budget is counted, after the warm-up (:func:`loop_speed`); trained
+    again, longer, until ``min_steps`` steps and ``min_seconds`` are timed (at most :data:`CALIBRATION_RUNS`
+    runs). Returns loop_speed's dict with {runs, steps_run, window_img_per_s, precision, precision_reason,
+    device}."""
+    per_step, steps, runs = images_per_step(cfg), 0, 0
+    speed: dict[str, Any] = {}
+    while runs < CALIBRATION_RUNS:
+        runs += 1
+        steps = calibration_length(speed, min_steps, min_seconds, cfg.train.log_every)
+        shutil.rmtree(scratch, ignore_errors=True)  # never resume a calibration: time it from its start
+        run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, out=str(scratch)))
+        child.train_until(scratch, run_cfg, None, isolate)
+        records = rundir.read_metrics(scratch)
+        speed = loop_speed(records, per_step)
+        if speed["timed_steps"] >= min_steps and speed["timed_seconds"] >= min_seconds:
+            break
+    if speed["img_per_s"] <= 0:
+        raise ConfigError(f"{scratch}: the calibration run of {steps} steps timed no step after its warm-up")
+    summary = rundir.read_summary(scratch)
+    shutil.rmtree(scratch)
+    with contextlib.suppress(OSError):  # OUT/calibration, when no other calibration is in it
+        scratch.parent.rmdir()
+    if summary is None:
+        raise ConfigError(f"{scratch}: the calibration run wrote no summary.json")
     return {
-        "img_per_s": round(len(times) * batch.shape[0] / sum(times), 2), "timed_steps": len(times),
-        "timed_seconds": round(sum(times), 3), "median_step_s": round(sorted(times)[len(times) // 2], 4),
-        "precision": precision.name, "precision_reason": precision.reason, "device": str(device),
+        **speed, "runs": runs, "steps_run": steps,
+        "window_img_per_s": [r["img_per_s"] for r in records if r["step"] > speed["skipped_steps"]],
+        "precision": summary.precision, "precision_reason": summary.precision_reason, "device": summary.device,
     }  # fmt: skip
 
 
 def calibrate(plan: RecipePlan, cand: RecipeCandidate) -> dict[str, Any]:
-    """The calibration stage of ``cand``: its measured img/s and the steps that fill the budget."""
+    """The calibration stage of ``cand``: its img/s in the training loop and the steps that fill the budget
+    (less the loop's start overhead, which the run's training seconds count too)."""
     cfg = plan.config(cand)
     train = _train_images(cfg)
     per_step = images_per_step(cfg)
     if len(train) < per_step:
         raise ConfigError(f"candidate {cand.name}: {len(train)} training images, fewer than a step's {per_step}")
-    speed = measure_img_per_s(cfg, train.images[: cfg.train.batch_size], plan.options.calibration_steps,
-                              MIN_CALIBRATION_SECONDS)  # fmt: skip
-    steps = planned_steps(plan.budget_s, speed["img_per_s"], per_step)
+    speed = measure_speed(cfg, plan.out / "calibration" / cand.name, plan.options.calibration_steps,
+                          plan.calibration_s, plan.options.isolate)  # fmt: skip
+    steps = planned_steps(plan.budget_s, speed["img_per_s"], per_step, speed["start_overhead_s"])
     return {
         "overrides": json.loads(json.dumps(cand.overrides)), "budget_s": plan.budget_s, **speed,
         "images_per_step": per_step, "planned_steps": steps, "train_images": len(train),

@@ -1,6 +1,7 @@
 """The plan of a recipe search: its options and candidates, each candidate's pretraining config, the
-state file, and the two rules of the search: the equal wall-clock budget (steps from a calibrated
-img/s) and the random-init baseline of the same encoder shape.
+state file, and the two rules of the search: the equal wall-clock budget (steps from the img/s of a
+short calibration run of the training loop itself, checked against the seconds the run then used)
+and the random-init baseline of the same encoder shape.
 
 Values of a candidate's config: defaults < :data:`RECIPE_BASE` < the search's options (data, holdout,
 seed, device, precision) < the candidate's overrides < its step count and run directory.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maelab import rundir
 from maelab.config import Config, ConfigError, ModelConfig, resolve_config
 from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
 from maelab.experiments.stages import Stages
@@ -22,8 +25,17 @@ STATE_FILE = "recipe.json"
 KNN_K = 20  # the k of the score (DINO's default)
 KS = (10, KNN_K, 200)  # k-NN neighbour counts in the reports
 POOLINGS = ("cls", "mean")
-WARMUP_STEPS = 2  # untimed calibration steps: allocations on the first, AdamW's state on the first step()
-MIN_CALIBRATION_SECONDS = 5.0  # a calibration times at least this long (one small-batch step is noisy)
+# A calibration trains the candidate's config with the training loop for a few steps and times the metric
+# windows after the one holding step WARMUP_STEPS (allocations and AdamW's state come on the first step;
+# torch.compile, when set, on the first too). It times at least CALIBRATION_SHARE of the budget and at
+# least MIN_CALIBRATION_SECONDS (a few steps are noisy), training again for longer (at most
+# CALIBRATION_RUNS runs) when a run was too short.
+WARMUP_STEPS = 2
+MIN_CALIBRATION_SECONDS = 5.0
+CALIBRATION_SHARE = 0.05
+CALIBRATION_RUNS = 3
+# A candidate whose training seconds are outside this share of the budget is flagged in the summary.
+BUDGET_TOLERANCE = (0.9, 1.1)
 # The decoder and the loss do not change the encoder: the random-init baseline of every candidate with
 # the same encoder is built from these fields of the base, so its features are cached once and reused.
 ENCODER_ONLY_RESET = ("decoder_embed_dim", "decoder_depth", "decoder_heads", "norm_pix_loss", "mask_ratio")
@@ -60,6 +72,11 @@ class RecipePlan:
     def budget_s(self) -> float:
         """The training time every candidate gets, in seconds."""
         return 60.0 * self.options.budget_minutes
+
+    @property
+    def calibration_s(self) -> float:
+        """The least training time a calibration times, in seconds."""
+        return max(MIN_CALIBRATION_SECONDS, CALIBRATION_SHARE * self.budget_s)
 
     def shared_values(self) -> dict[str, dict[str, Any]]:
         """The pretraining values of every candidate before its overrides: the base and the options."""
@@ -126,11 +143,42 @@ def images_per_step(cfg: Config) -> int:
     return cfg.train.batch_size * cfg.train.accum_steps
 
 
-def planned_steps(budget_s: float, img_per_s: float, per_step: int) -> int:
-    """Optimizer steps that fill ``budget_s`` seconds at ``img_per_s`` with ``per_step`` images a step (>= 1)."""
+def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
+    """Optimizer steps that fill ``budget_s`` seconds at ``img_per_s`` with ``per_step`` images a step (>= 1),
+    after ``overhead_s`` seconds of the run's first, slower steps."""
     if img_per_s <= 0 or per_step <= 0:
         raise ValueError(f"need a positive speed and batch, got {img_per_s} img/s and {per_step} images a step")
-    return max(1, round(budget_s * img_per_s / per_step))
+    return max(1, round(max(budget_s - overhead_s, 0.0) * img_per_s / per_step))
+
+
+def loop_speed(records: list[dict[str, Any]], per_step: int, skip_steps: int = WARMUP_STEPS) -> dict[str, Any]:
+    """The speed of a training loop from its metric ``records``, in the seconds the budget is counted in
+    (:func:`maelab.rundir.training_seconds`): the windows up to the first record at or after step
+    ``skip_steps`` are the warm-up, the rest are timed. Returns {img_per_s (0 when nothing was timed),
+    timed_steps, timed_seconds, skipped_steps, start_overhead_s: the warm-up's seconds beyond that speed}."""
+    start = next((r["step"] for r in records if r["step"] >= skip_steps), records[-1]["step"] if records else 0)
+    head = rundir.training_seconds(records, per_step, start)
+    steps = records[-1]["step"] - start if records else 0
+    seconds = rundir.training_seconds(records, per_step) - head
+    rate = steps * per_step / seconds if steps > 0 and seconds > 0 else 0.0
+    overhead = max(0.0, head - start * per_step / rate) if rate > 0 else 0.0
+    return {"img_per_s": round(rate, 2), "timed_steps": steps, "timed_seconds": round(seconds, 3),
+            "skipped_steps": start, "start_overhead_s": round(overhead, 3)}  # fmt: skip
+
+
+def calibration_length(speed: dict[str, Any], min_steps: int, min_seconds: float, log_every: int) -> int:
+    """Steps of the next calibration run: the warm-up, then ``min_steps`` and ``min_seconds`` at the speed of
+    the last run (``speed``, from :func:`loop_speed`; none yet: ``{}``), with a tenth to spare, and a
+    metric window more (the timed part starts at a record)."""
+    per_s = speed["timed_steps"] / speed["timed_seconds"] if speed.get("timed_seconds") else 0.0
+    return WARMUP_STEPS + log_every + max(min_steps, math.ceil(1.1 * min_seconds * per_s))
+
+
+def budget_flag(use: float) -> str:
+    """``""`` for a run whose training seconds / budget ``use`` is inside :data:`BUDGET_TOLERANCE`, else
+    ``over budget`` or ``under budget``."""
+    low, high = BUDGET_TOLERANCE
+    return "over budget" if use > high else "under budget" if use < low else ""
 
 
 def warmup_steps(cfg: Config, steps_per_epoch: int, total_steps: int) -> int:

@@ -16,7 +16,14 @@ from typing import Any
 from maelab.config import SECTIONS
 from maelab.eval.results import fmt, markdown_table, write_summary_files
 from maelab.eval.stats import compare_paired, unpack_correct
-from maelab.experiments.recipe_plan import KNN_K, POOLINGS, RecipePlan, encoder_shape
+from maelab.experiments.recipe_plan import (
+    BUDGET_TOLERANCE,
+    KNN_K,
+    POOLINGS,
+    RecipePlan,
+    budget_flag,
+    encoder_shape,
+)
 
 METRICS = ("knn", "linear")
 METRIC_NAMES = {"knn": f"k-NN (k={KNN_K})", "linear": "linear probe"}
@@ -126,8 +133,9 @@ def collect_rows(plan: RecipePlan, results: dict[str, dict[str, Any]]) -> list[d
         row.update(
             calib_img_per_s=c["img_per_s"], train_images=c["train_images"], planned_steps=c["planned_steps"],
             steps=run["steps"], warmup_steps=run["warmup_steps"], budget_s=c["budget_s"],
-            train_seconds=run["train_seconds"], budget_use=run["budget_use"], train_img_per_s=run["median_img_per_s"],
-            epochs=run["epochs"], final_loss=run["final_loss"],
+            train_seconds=run["train_seconds"], budget_use=run["budget_use"],
+            budget_flag=budget_flag(run["budget_use"]), train_img_per_s=run["median_img_per_s"], epochs=run["epochs"],
+            final_loss=run["final_loss"],
         )  # fmt: skip
         for m in METRICS:
             row.update({f"{m}_{p}": r["val"][m][p] for p in POOLINGS})
@@ -151,17 +159,38 @@ def knobs_table(plan: RecipePlan, rows: list[dict[str, Any]]) -> str:
     return markdown_table(headers, cells, align="lrrrlllrl")
 
 
+def budget_cell(row: dict[str, Any]) -> str:
+    """``222 (123%) **over budget**``: training seconds, their share of the budget, and the flag if any."""
+    flag = f" **{row['budget_flag']}**" if row["budget_flag"] else ""
+    return f"{row['train_seconds']:.0f} ({row['budget_use']:.0%}){flag}"
+
+
 def results_table(rows: list[dict[str, Any]]) -> str:
     """Ranked results: speed, budget use, loss, validation accuracies, random init, score."""
     headers = ["#", "candidate", "img/s (calib.)", "steps planned / done", "train s (of budget)", "epochs",
                "final loss", "k-NN cls", "k-NN mean", "linear cls", "linear mean", "random init (same shape)",
                "over random init", "score", "vs winner (paired)"]  # fmt: skip
     cells = [[r["rank"], r["candidate"], fmt(r["calib_img_per_s"], ".0f"), f"{r['planned_steps']} / {r['steps']}",
-              f"{r['train_seconds']:.0f} ({r['budget_use']:.0%})", fmt(r["epochs"], ".2f"), fmt(r["final_loss"], ".4f"),
+              budget_cell(r), fmt(r["epochs"], ".2f"), fmt(r["final_loss"], ".4f"),
               *(fmt(r[f"{m}_{p}"], ".2f") for m in METRICS for p in POOLINGS),
               f"{r['random_init_score']:.2f}", f"{r['over_random_init']:+.2f}", f"**{r['score']:.2f}**",
               r["vs_winner"]] for r in rows]  # fmt: skip
     return markdown_table(headers, cells, align="rlrrrrrrrrrrrrl")
+
+
+def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Whether every candidate trained for its budget: the ones whose training seconds were outside
+    :data:`BUDGET_TOLERANCE` of it, named with their seconds and share, or one line saying none was."""
+    low, high = BUDGET_TOLERANCE
+    off = [r for r in rows if r["budget_flag"]]
+    if not off:
+        return [f"Equal budget: every candidate trained for {low:.0%}-{high:.0%} of its budget (training seconds / "
+                "budget in the table)."]  # fmt: skip
+    named = "; ".join(f"`{r['candidate']}` {r['train_seconds']:.0f} s of {r['budget_s']:.0f} s ({r['budget_use']:.0%}, "
+                      f"{r['budget_flag']})" for r in off)  # fmt: skip
+    return [f"**Unequal budget:** {named}: outside {low:.0%}-{high:.0%} of the budget, so "
+            f"{'its' if len(off) == 1 else 'their'} comparisons with the others are not at equal training time "
+            "(a candidate over budget had more time to learn, one under it less)."]  # fmt: skip
 
 
 def winner_lines(plan: RecipePlan, rows: list[dict[str, Any]], m: dict[str, Any] | None, n_val: int) -> list[str]:
@@ -198,10 +227,13 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
         f"- Machine: {hardware}; {env['cpu_cores']} CPUs; device {env['device']}",
         f"- Precision: {first['precision']} for training and features ({first['precision_reason']})",
         f"- Budget: {plan.budget_s:.0f} s ({o.budget_minutes:g} min) of training steps per candidate, wall-clock on "
-        "THIS machine (it should be otherwise idle). Each candidate's img/s is calibrated first (a few timed steps "
-        "of its exact config on a real batch, in the search's process), which fixes its step count = budget x "
-        "img/s / batch; its actual training seconds (from metrics.jsonl, process start and data loading excluded) "
-        "are shown beside the budget. The schedule (warm-up, cosine decay) spans the planned steps.",
+        "THIS machine (it should be otherwise idle). Each candidate's img/s is calibrated first by the training "
+        "loop itself (a short run of its exact config in a fresh process, as its run: data indexing, augmentation, "
+        "optimizer step and logging included, timed after a warm-up for at least "
+        f"{plan.calibration_s:.0f} s), which fixes its step count = budget x img/s / batch; its actual training "
+        "seconds (from metrics.jsonl, process start and data loading excluded) are shown beside the budget, and a "
+        f"candidate outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%} of it is flagged. The schedule "
+        "(warm-up, cosine decay) spans the planned steps.",
         f"- Data: pretraining on the training images of `{info['data_dir']}` minus the {info['test_images']} held-out "
         f"ones (--holdout {o.holdout}, class-balanced, the last of each class); scores on those held-out images "
         f"only. k-NN (cosine, T = 0.07, k = {KNN_K}) and a linear probe ({o.probe_epochs} epochs, lr chosen on held-out "
@@ -211,8 +243,9 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
         "better pooling (cls or mean). Random init: the same encoder shape at its seeded initialisation, scored "
         "the same way.", "",
         "## Candidates", "", knobs_table(plan, rows),
-        "## Results (ranked)", "", results_table(rows),
-        "img/s (calib.): the calibration; train s: training seconds actually used (% of the budget); epochs: "
+        "## Results (ranked)", "", results_table(rows), *budget_lines(rows), "",
+        "img/s (calib.): the calibration; train s: training seconds actually used (% of the budget, flagged "
+        f"outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%}); epochs: "
         "passes over the candidate's training images. Losses of norm_pix_loss and raw-pixel candidates are over "
         "different targets and are not comparable. vs winner: paired tests on the validation images at the "
         "winner's poolings (worse / better beyond noise, or tie).", "",
@@ -248,7 +281,8 @@ def write_results(plan: RecipePlan, results: dict[str, dict[str, Any]], command:
     metrics = {
         "command": command, "environment": env, "hardware": hardware, "settings": plan.settings(),
         "budget_seconds": plan.budget_s, "wall_time_this_call_s": wall_time_s, "ranking": [r["candidate"] for r in rows],
-        "winner": rows[0]["candidate"], "margin_over_runner_up": m, "rows": rows,
+        "winner": rows[0]["candidate"], "margin_over_runner_up": m, "budget_tolerance": list(BUDGET_TOLERANCE),
+        "off_budget": {r["candidate"]: r["budget_use"] for r in rows if r["budget_flag"]}, "rows": rows,
         "candidates": {c.name: {"description": c.description, "overrides": c.overrides} for c in plan.candidates},
         "results": results,
     }  # fmt: skip
