@@ -1,6 +1,7 @@
 """The mask-ratio sweep: presets, settings checks, budget timing, the generated findings (paired accuracy
-comparisons, which effect the reconstruction numbers show), and a tiny sweep that is interrupted after its
-first pretraining run and then continued without retraining it."""
+comparisons, fine-tuning vs from scratch and across 40-80%, which effect the reconstruction numbers show), and
+a tiny sweep that is interrupted after its first pretraining run and again during fine-tuning, then continued
+without redoing what was finished."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ import pytest
 
 from maelab import rundir
 from maelab.checkpoint import load_meta
-from maelab.cli import main
+from maelab.cli import build_parser, main
+from maelab.cli.flags import given_values
 from maelab.config import ConfigError, SweepOptions
+from maelab.eval import finetune as finetune_module
 from maelab.eval.stats import pack_correct
 from maelab.experiments import child, sweep
-from maelab.experiments.sweep_findings import accuracy_sentence, reconstruction_sentences
+from maelab.experiments.sweep_findings import (
+    accuracy_sentence,
+    finetune_spread_sentence,
+    finetune_vs_scratch_sentence,
+    reconstruction_sentences,
+)
 from maelab.experiments.sweep_plan import budget_step, make_plan, open_stages, run_config
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -29,10 +37,12 @@ TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()]
 
 
 def sweep_args(folder: Path, out: Path) -> list[str]:
-    """A 2-ratio sweep of a tiny model: 40 training images of 16x16, batch 8, 2 epochs = 10 steps."""
+    """A 2-ratio sweep of a tiny model: 40 training images of 16x16, batch 8, 2 epochs = 10 steps; one epoch of
+    fine-tuning on all 40 images."""
     return [
         "sweep", "--mask-ratios", "0.25", "0.75", "--eval-subset", "0", "--eval-test-subset", "0",
-        "--probe-epochs", "2", "--recon-images", "0", "--data-dir", str(folder), "--subset", "0",
+        "--probe-epochs", "2", "--recon-images", "0", "--finetune-epochs", "1", "--finetune-subset", "0",
+        "--data-dir", str(folder), "--subset", "0",
         "--img-size", "16", "--patch-size", "4", *TINY_FLAGS, "--epochs", "2", "--batch-size", "8",
         "--warmup-epochs", "0.5", "--log-every", "1", "--device", "cpu", "--quiet", "--out", str(out),
     ]  # fmt: skip
@@ -102,13 +112,32 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     before = snapshot(first)
 
     monkeypatch.setattr(sweep, "ensure_pretrained", real_pretrained)
-    assert main(args) == 0
+    # Interrupted again in the last fine-tuning (the from-scratch baseline, after both ratios' fine-tunes).
+    real_finetune, tuned = finetune_module.finetune, []
+
+    def finetune(mae: object, cfg: object, ft: object, train: object, test: object, label: str, precision: str) -> dict:
+        tuned.append(label)
+        if mae is None and len(tuned) == 3:
+            raise Stop
+        return real_finetune(mae, cfg, ft, train, test, label, precision)
+
+    monkeypatch.setattr(finetune_module, "finetune", finetune)
+    with pytest.raises(Stop):
+        main(args)
     assert snapshot(first) == before  # not retrained, not rewritten
+    assert set(json.loads((out / "sweep.json").read_text())["stages"]) >= {"finetune:mr0.25", "finetune:mr0.75"}
+    assert main(args) == 0
+    assert tuned == ["fine-tune (mr0.25)", "fine-tune (mr0.75)", "fine-tune (random-init)", "fine-tune (random-init)"]
 
     # mask 0.25 stopped at its speed probe (step 2) and at the budget (step 5), then ran to the end.
     stages = json.loads((out / "sweep.json").read_text())["stages"]
     assert set(stages) == {"pretrain:mr0.75", "budget:mr0.25", "pretrain:mr0.25", "eval:mr0.25", "eval:mr0.25-budget",
-                           "eval:mr0.75", "eval:random-init"}  # fmt: skip
+                           "eval:mr0.75", "eval:random-init", "finetune:mr0.25", "finetune:mr0.75",
+                           "finetune:random-init"}  # fmt: skip
+    # Each ratio's FINAL checkpoint and one random init, same images; layer decay only for the pretrained ones.
+    assert [stages[f"finetune:{p}"]["layer_decay"] for p in ("mr0.25", "mr0.75", "random-init")] == [0.75, 0.75, 1.0]
+    assert {stages[f"finetune:{p}"]["test_correct"]["n"] for p in ("mr0.25", "mr0.75", "random-init")} == {40}
+    assert (out / "evals" / "random-init" / "finetune.json").is_file()
     plan = stages["budget:mr0.25"]
     assert (plan["probe_steps"], plan["step"], plan["capped"], plan["train_seconds"]) == (2, 5, False, 10.0)
     assert load_meta(out / "budget" / "mr0.25" / "checkpoint")["step"] == 5
@@ -118,10 +147,16 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert json.loads((second / "summary.json").read_text())["steps"] == 10
 
     rows = list(csv.DictReader((out / "summary.csv").open()))
+    baseline = rows.pop()  # the random init: frozen floor and from-scratch fine-tune
+    assert (baseline["view"], baseline["ratio"], baseline["point"]) == ("baseline", "", "random-init")
+    assert float(baseline["finetune"]) == stages["finetune:random-init"]["top1"]
     assert [(r["view"], r["ratio"], r["step"]) for r in rows] == [
         ("equal epochs", "0.25", "10"), ("equal time", "0.25", "5"),
         ("equal epochs", "0.75", "10"), ("equal time", "0.75", "10"),
     ]  # fmt: skip
+    assert [r["finetune"] for r in rows[1::2]] == ["", ""]  # only final checkpoints are fine-tuned
+    for r in rows[::2]:
+        assert float(r["finetune"]) == stages[f"finetune:{r['point']}"]["top1"]
     for r in rows:
         for key in ("linear_cls", "linear_mean", "knn20_cls", "knn20_mean"):
             assert 0.0 <= float(r[key]) <= 100.0
@@ -130,12 +165,18 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["evaluations"]) == {"mr0.25", "mr0.25-budget", "mr0.75", "random-init"}
+    assert metrics["evaluations"]["mr0.75"]["finetune"] == stages["finetune:mr0.75"]
+    assert metrics["random_init"]["finetune"] == stages["finetune:random-init"]["top1"]
+    assert metrics["rows"][-1]["point"] == "random-init" and "finetune" not in metrics["rows"][1]
     assert metrics["settings"]["ratios"] == [0.25, 0.75] and metrics["settings"]["budget_ratio"] == 0.75
     text = (out / "summary.md").read_text()
     assert "maelab " + " ".join(args[:3]) in text and "Equal wall-clock budget" in text
     assert [r["point"] for r in rows] == ["mr0.25", "mr0.25-budget", "mr0.75", "mr0.75"]
     assert "McNemar p" in text and "Against the random-init encoder (linear probe (mean)" in text  # paired, per pooling
     assert "Under the same masks (ratio 0.75, the same images)" in text
+    assert "| fine-tune (%) |" in text and "| random init |" in text and "Fine-tuning (reduced recipe" in text
+    assert "Fine-tuning against the same budget from scratch (random init without layer decay" in text
+    assert "40%-80% (the MAE paper: insensitive to the ratio): not tested, 1 fine-tuned ratio" in text  # 0.25 is out
     assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
     for name in ("accuracy_vs_ratio", "psnr_vs_ratio", "speed_vs_ratio", "loss_curves", "reconstruction_mr0.25",
                  "reconstruction_mr0.75", "reconstruction_mr0.25_at_mr0.75", "reconstruction_mr0.25-budget"):  # fmt: skip
@@ -152,6 +193,7 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     monkeypatch.setattr("maelab.eval.commands.reconstruct_run", forbidden)
     monkeypatch.setattr("maelab.eval.frozen.evaluate_knn", forbidden)
     monkeypatch.setattr("maelab.eval.frozen.evaluate_linear", forbidden)
+    monkeypatch.setattr(finetune_module, "finetune", forbidden)
     assert main(args) == 0
 
 
@@ -206,6 +248,10 @@ def test_bad_sweep_options_name_the_option(tmp_path: Path) -> None:
         make_plan(SweepOptions(preset="tpu"), cli_values=cli)
     with pytest.raises(ConfigError, match="--probe-epochs"):
         make_plan(cli_values=cli, eval_values={"probe_epochs": 0})
+    with pytest.raises(ConfigError, match="--finetune-epochs must be >= 0, got -1"):
+        make_plan(cli_values=cli, eval_values={"finetune_epochs": -1})
+    with pytest.raises(ConfigError, match="--finetune-subset must be >= 0, got -5"):
+        make_plan(cli_values=cli, eval_values={"finetune_subset": -5})
     assert main(["sweep", "--data-dir", str(folder), "--mask-ratio", "0.5", "--out", str(tmp_path / "o")]) == 2
 
 
@@ -214,8 +260,12 @@ def test_presets(tmp_path: Path) -> None:
     data = {"data": {"data_dir": str(folder)}}
     cpu = make_plan(cli_values=data)
     assert cpu.ratios == (0.25, 0.5, 0.75, 0.9) and cpu.budget_ratio == 0.75 and cpu.out == Path("runs/sweep-cpu")
-    assert (cpu.base.model.name, cpu.base.train.precision, cpu.base.train.device) == ("ref", "fp32", "cpu")
-    assert cpu.base.data.subset == 5000 and cpu.base.train.epochs == 20 and cpu.eval.train_subset == 5000
+    assert (cpu.base.model.name, cpu.base.train.precision, cpu.base.train.device) == ("ref", "auto", "cpu")
+    assert cpu.base.data.subset == 0 and cpu.base.train.epochs == 1 and cpu.eval.train_subset == 10000
+    assert cpu.eval.test_subset == 0  # every claim on the full test set
+    # The CPU presets train with the short recipe (results/recipe_cpu); a flag beside it still wins.
+    assert (cpu.base.train.recipe, cpu.base.train.batch_size, cpu.base.train.lr) == ("short", 64, 1e-3)
+    assert cpu.base.model.norm_pix_loss
     # Flags win over the preset; without 0.75 the fastest (highest) ratio sets the budget.
     plan = make_plan(SweepOptions(mask_ratios=(0.25, 0.5)), cli_values={**data, "train": {"epochs": 3}},
                      eval_values={"train_subset": 100})  # fmt: skip
@@ -223,9 +273,12 @@ def test_presets(tmp_path: Path) -> None:
     assert make_plan(SweepOptions(budget=False), cli_values=data).budget_ratio is None
     recon = make_plan(SweepOptions(preset="recon-50ep"), cli_values=data)
     assert recon.ratios == (0.75,) and recon.budget_ratio is None
-    assert (recon.base.data.subset, recon.base.train.epochs) == (5000, 50)
+    assert (recon.base.data.subset, recon.base.train.epochs, recon.base.train.recipe) == (5000, 50, "short")
     gpu = make_plan(SweepOptions(preset="gpu"), cli_values=data)
     assert gpu.base.data.subset == 0 and gpu.base.train.epochs >= 100 and gpu.base.model.name == "vit-tiny"
+    # Fine-tuning per ratio: (epochs, class-balanced train images; 0 = all), and none in the reconstruction study.
+    tuning = [(p.eval.finetune_epochs, p.eval.finetune_subset) for p in (cpu, gpu, recon)]
+    assert tuning == [(1, 10000), (50, 0), (0, 0)]
 
 
 def test_budget_step_uses_the_rate_after_the_first_window() -> None:
@@ -243,13 +296,21 @@ def test_reconstruction_study_preset_runs_one_model(tmp_path: Path, monkeypatch:
     folder = write_image_folder(tmp_path / "data", per_class=10, size=16)
     cli = tiny_cli(folder, tmp_path / "study", epochs=1, log_every=1)
     cli["data"]["subset"] = 20  # the preset's 5,000 images, scaled down
-    evals = {"train_subset": 0, "test_subset": 0, "probe_epochs": 1}
+    # --finetune-epochs 0 (the preset's value too) skips fine-tuning; its subset is then moot.
+    flags = given_values(build_parser().parse_args(["sweep", "--finetune-epochs", "0", "--finetune-subset", "30"]),
+                         "eval")  # fmt: skip
+    assert flags == {"finetune_epochs": 0, "finetune_subset": 30}
+    evals = {"train_subset": 0, "test_subset": 0, "probe_epochs": 1, **flags}
     plan = make_plan(SweepOptions(preset="recon-50ep"), cli_values=cli, eval_values=evals)
+    assert (plan.eval.finetune_epochs, plan.eval.finetune_subset) == (0, 0)
+    monkeypatch.setattr(finetune_module, "finetune", lambda *a, **k: pytest.fail("fine-tuned"))
     summary = sweep.run_sweep(plan, "maelab sweep --preset recon-50ep")
     text = summary.read_text()
     assert text.startswith("# Reconstruction study (preset `recon-50ep`)") and "Equal wall-clock" not in text
+    assert "fine-tune" not in text.lower() and "Fine-tuning" not in text
+    assert not any(name.startswith("finetune:") for name in json.loads((plan.out / "sweep.json").read_text())["stages"])
     rows = list(csv.DictReader((plan.out / "summary.csv").open()))
-    assert [(r["view"], r["ratio"]) for r in rows] == [("equal epochs", "0.75")]
+    assert [(r["view"], r["ratio"]) for r in rows] == [("equal epochs", "0.75")] and "finetune" not in rows[0]
     assert f"PSNR {float(rows[0]['psnr_common']):.2f} dB" in text  # the study's headline numbers
     assert (plan.out / "figures" / "reconstruction_mr0.75.png").is_file()
 
@@ -297,3 +358,45 @@ def test_accuracy_sentence_is_paired_on_the_same_images() -> None:
     assert "mask 0.75 beats mask 0.25: mask 0.75 - mask 0.25 +5.00 points" in beats and "McNemar p" in beats
     old = accuracy_sentence([rows[0], rows[1]], {}, metric, "20")  # evaluations of an older maelab
     assert "unpaired 2-SE rule" in old
+
+
+def _finetuned(flags: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
+    """(equal-epoch rows, evaluations) holding only fine-tuning results, one per point (``mr<R>`` or random-init)."""
+    evals = {p: {"finetune": {"top1": 100.0 * f.mean(), "test_correct": pack_correct(f)}} for p, f in flags.items()}
+    rows = [{"ratio": float(p[2:]), "point": p, "test_images": len(f)} for p, f in flags.items() if p.startswith("mr")]
+    return rows, evals
+
+
+def test_finetune_sentences_claim_only_what_the_paired_statistics_show() -> None:
+    n, rng = 2000, np.random.default_rng(1)
+    a = np.zeros(n, dtype=bool)
+    a[rng.choice(n, 1200, replace=False)] = True  # 60%
+    worse = a.copy()
+    worse[np.flatnonzero(a)[:120]] = False  # 120 images only the 0.75 model gets right: +6 points
+    scratch = a.copy()
+    scratch[np.flatnonzero(a)[:300]] = False  # 45%
+
+    # Identical correctness at 0.5 and 0.75: within noise, so (and only so) "insensitive", with its interval.
+    rows, evals = _finetuned({"mr0.25": worse, "mr0.5": a, "mr0.75": a.copy(), "random-init": scratch})
+    same = finetune_spread_sentence(rows, evals)
+    assert same is not None and "40%-80% (the MAE paper: insensitive to the ratio): insensitive within noise" in same
+    assert "among 0.5 (60.00%), 0.75 (60.00%)" in same
+    assert "mask 0.5 - mask 0.75 = +0.00 points (95% CI [+0.00, +0.00], McNemar p = 1, n = 2000)" in same
+    assert "one seed" in same and "0.25" not in same.split("among")[1]  # 0.25 is outside 40-80%
+    vs = finetune_vs_scratch_sentence(rows, evals)
+    assert vs is not None and "from scratch (random init without layer decay, 45.00%)" in vs
+    assert "above it at 0.25 (+9.00 [" in vs and "0.5 (+15.00 [" in vs and "tie" not in vs and "one seed" in vs
+
+    # A clear difference inside the range: claimed, and "insensitive" is not.
+    rows, evals = _finetuned({"mr0.5": worse, "mr0.75": a, "random-init": worse.copy()})
+    differs = finetune_spread_sentence(rows, evals)
+    assert differs is not None and "not insensitive at this budget" in differs and "within noise" not in differs
+    assert "mask 0.75 beats mask 0.5: mask 0.75 - mask 0.5 +6.00 points, 95% CI [" in differs
+    vs = finetune_vs_scratch_sentence(rows, evals)
+    assert vs is not None and "above it at 0.75" in vs and "a tie with it at 0.5 (+0.00 [" in vs
+
+    # One ratio in the range cannot test the claim; nothing fine-tuned: no sentence at all.
+    rows, evals = _finetuned({"mr0.25": worse, "mr0.75": a})
+    assert "not tested, 1 fine-tuned ratio in that range" in (finetune_spread_sentence(rows, evals) or "")
+    assert finetune_vs_scratch_sentence(rows, evals) is None  # no from-scratch baseline
+    assert finetune_spread_sentence(rows, {}) is None and finetune_vs_scratch_sentence(rows, {}) is None

@@ -54,7 +54,8 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         help="mask-ratio sweep (and the reconstruction study): pretrain one MAE per ratio, evaluate each",
         description="Pretrain one MAE per --mask-ratios value with everything else identical, then evaluate "
         "each (linear probe, k-NN, reconstruction at its own ratio and at --common-ratio, training speed) at "
-        "equal epochs and at an equal wall-clock budget. Writes OUT/summary.md, summary.csv, metrics.json and "
+        "equal epochs and at an equal wall-clock budget, and fine-tune each final checkpoint beside one "
+        "from-scratch baseline (--finetune-epochs, 0 skips it). Writes OUT/summary.md, summary.csv, metrics.json and "
         "figures (--out, default runs/sweep-PRESET). Re-running the same command continues an interrupted "
         "sweep. Presets: " + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + ". Values: "
         "defaults < --preset < --config file < flags.",

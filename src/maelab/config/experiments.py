@@ -35,6 +35,10 @@ class EvalSettings:
     recon_images: int = opt(2000, "class-balanced test images scored for reconstruction, 0 = all (default: the "
                             "preset's)")  # fmt: skip
     common_ratio: float = opt(0.75, "every model is also scored at this mask ratio")
+    # 0 by default: a sweep.json written before fine-tuning was a stage reads back as "no fine-tuning".
+    finetune_epochs: int = opt(0, "fine-tuning epochs of each ratio's final checkpoint and of one from-scratch "
+                               "baseline, 0 = skip fine-tuning (default: the preset's)")  # fmt: skip
+    finetune_subset: int = opt(0, "class-balanced training images for fine-tuning, 0 = all (default: the preset's)")
     # Set by code, not by flags:
     figure_images: int = 8  # test images in each reconstruction figure
     seed: int = 0  # chooses the figure images and the reconstruction masks
@@ -50,6 +54,8 @@ class EvalSettings:
             (self.probe_epochs >= 1, f"--probe-epochs must be >= 1, got {self.probe_epochs}"),
             (0.0 <= self.common_ratio < 1.0, f"--common-ratio must be in [0, 1), got {self.common_ratio}"),
             (self.figure_images >= 1, f"--figure-images must be >= 1, got {self.figure_images}"),
+            (self.finetune_epochs >= 0, f"--finetune-epochs must be >= 0, got {self.finetune_epochs}"),
+            (self.finetune_subset >= 0, f"--finetune-subset must be >= 0, got {self.finetune_subset}"),
         ])  # fmt: skip
 
 
@@ -69,24 +75,24 @@ class SweepPreset:
     budget_ratio: float | None = 0.75
 
 
-# CPU preset, for a 2-core CPU in about 90 minutes. The ref model trains at ~140 img/s (fp32, idle
-# machine) at mask 0.75. Training FLOPs per image (torch.utils.flop_counter, ref, batch 128) are
-# 1.136 / 0.815 / 0.500 / 0.306 GFLOP at masks 0.25 / 0.5 / 0.75 / 0.9, so an epoch of all four costs
-# at most 2.27 + 1.63 + 1 + 0.61 = 5.51 epochs of the 0.75 run (fixed costs such as augmentation do
-# not shrink with the ratio; interleaved timing on a loaded machine gave 4.34).
-#   training: 5000 images x 20 epochs x (4.34 .. 5.51) / 140 img/s = 3100 .. 3940 s = 52 .. 66 min
-#   process starts: 10 pretraining segments x ~5 s = 1 min
-#   features: 7 encoders (4 final, 2 budget checkpoints, random init) x (5000 + 2000) images = 49,000
-#             encoder passes over all 64 patches; `maelab bench` measured inference at 1.09x the
-#             training img/s (55.6 vs 50.8 on a loaded machine), ~150 img/s idle: 330 s = 5.5 min
-#   reconstruction (12 x 1000 test images) and 14 linear probes (100 epochs on 5000 x 256): ~2 min
-#   total: ~60 .. 75 min idle, leaving room for a loaded machine within ~90 min.
+# CPU preset, for a 2-core CPU in about an hour: the short recipe (results/recipe_cpu) on all 50,000
+# images, one epoch (782 steps of 64) per ratio, every evaluation on the full test set. The ref model
+# trains at ~135 img/s (fp32, AVX2, idle machine) at mask 0.75. Training FLOPs per image
+# (torch.utils.flop_counter, ref, batch 128) are 1.136 / 0.815 / 0.500 / 0.306 GFLOP at masks
+# 0.25 / 0.5 / 0.75 / 0.9, so an epoch of all four costs at most 5.51 epochs of the 0.75 run (fixed
+# costs such as augmentation do not shrink with the ratio; interleaved timing gave 4.34).
+#   training: 50,000 images x 1 epoch x (4.34 .. 5.51) / 135 img/s = 1610 .. 2040 s = 27 .. 34 min
+#   features: 7 encoders (4 final, 2 budget checkpoints, random init) x (10,000 + 10,000) images at
+#             ~150 img/s: ~15 min (the random encoder's come from the cache after the first sweep)
+#   fine-tuning: 5 encoders (4 ratios + from scratch) x 1 epoch of 10,000 images + the test set: ~15 min
+#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~60 .. 70 min.
 CPU_PRESET = SweepPreset(
-    description="2-core CPU, ~90 min: ref model, 5000-image class-balanced subset, 20 epochs, fp32",
+    description="2-core CPU, ~65 min: ref model, the short recipe, all 50,000 images, 1 epoch per ratio, full test set",
     ratios=(0.25, 0.5, 0.75, 0.9),
-    pretrain=_pretrain("ref", 5000, epochs=20, batch_size=128, blr=1.5e-3, warmup_epochs=2.0, precision="fp32",
-                       device="cpu", log_every=10),  # fmt: skip
-    eval=EvalSettings(train_subset=5000, test_subset=2000, probe_epochs=100, recon_images=1000),
+    pretrain=_pretrain("ref", 0, epochs=1, recipe="short", precision="auto", device="cpu", log_every=20),
+    eval=EvalSettings(
+        train_subset=10000, test_subset=0, probe_epochs=100, recon_images=1000, finetune_epochs=1, finetune_subset=10000
+    ),
 )
 
 # GPU preset: full CIFAR-10 (50,000 images), ViT-Tiny (192 x 12), 400 epochs, bf16 autocast; every
@@ -94,22 +100,25 @@ CPU_PRESET = SweepPreset(
 GPU_PRESET = SweepPreset(
     description="one GPU: vit-tiny, full CIFAR-10, 400 epochs, bf16",
     ratios=(0.25, 0.5, 0.75, 0.9),
-    pretrain=_pretrain("vit-tiny", 0, epochs=400, batch_size=512, blr=5e-4, warmup_epochs=20.0, precision="auto",
-                       log_every=20),  # fmt: skip
-    eval=EvalSettings(train_subset=0, test_subset=0, probe_epochs=100, recon_images=0),
+    pretrain=_pretrain(
+        "vit-tiny", 0, epochs=400, batch_size=512, blr=5e-4, warmup_epochs=20.0, precision="auto", log_every=20
+    ),  # fmt: skip
+    eval=EvalSettings(
+        train_subset=0, test_subset=0, probe_epochs=100, recon_images=0, finetune_epochs=50, finetune_subset=0
+    ),
 )
 
-# The reconstruction study: one MAE (mask 0.75) trained 50 epochs on a 5,000-image class-balanced
-# subset (the issue suggests ~10,000; on the 2-core CPU 10,000 x 50 images would take ~60 min of the
+# The reconstruction study: one MAE (mask 0.75, the short recipe) trained 50 epochs on a 5,000-image
+# class-balanced subset (the issue suggests ~10,000; on the 2-core CPU 10,000 x 50 images would take ~60 min of the
 # same session the 90-minute sweep needs, so the CPU preset halves the data and keeps the 50 epochs).
 # On the 2-core CPU: 5,000 x 50 / ~135 img/s = ~31 min of training; evaluation: 2 encoders x 7,000
 # images of features at ~150 img/s = ~95 s, plus 2000 reconstructions: ~34 min in all.
 RECON_PRESET = SweepPreset(
-    description="reconstruction study: ref model, mask 0.75, 5,000-image class-balanced subset, 50 epochs",
+    description="reconstruction study: ref model, the short recipe, mask 0.75, 5,000-image class-balanced "
+    "subset, 50 epochs",
     ratios=(0.75,),
-    pretrain=_pretrain("ref", 5000, epochs=50, batch_size=128, blr=1.5e-3, warmup_epochs=5.0, precision="auto",
-                       log_every=20),  # fmt: skip
-    eval=EvalSettings(train_subset=5000, test_subset=2000, probe_epochs=100, recon_images=2000),
+    pretrain=_pretrain("ref", 5000, epochs=50, recipe="short", precision="auto", log_every=20),
+    eval=EvalSettings(train_subset=5000, test_subset=2000, probe_epochs=100, recon_images=2000, finetune_epochs=0),
     budget_ratio=None,
 )
 

@@ -1,7 +1,8 @@
 """The mask-ratio sweep: one MAE per mask ratio, everything else identical, then the same evaluations.
 
     ratios -> pretrain each (fresh process per segment) -> equal wall-clock checkpoints of the slower
-    ratios -> k-NN, linear probe, reconstruction (own ratio and a common one) per checkpoint -> report
+    ratios -> k-NN, linear probe, reconstruction (own ratio and a common one) per checkpoint ->
+    fine-tuning of each final checkpoint and of one from-scratch baseline (``--finetune-epochs`` > 0) -> report
 
 Results folder (``OUT``)::
 
@@ -9,12 +10,14 @@ Results folder (``OUT``)::
                           settings continues the sweep
     runs/mr<R>/           one pretraining run per ratio (config.json, metrics.jsonl, checkpoints/, summary.json)
     budget/mr<R>/         a slower ratio's checkpoint at the equal wall-clock budget
-    evals/<point>/        knn.{json,md}, linear.{json,md}, reconstruction_mr<R>.json of one checkpoint
+    evals/<point>/        knn.{json,md}, linear.{json,md}, reconstruction_mr<R>.json of one checkpoint;
+                          finetune.json of a final checkpoint (evals/random-init/: the from-scratch baseline)
     figures/              reconstruction figures (same test images, same masks) and plots
     summary.md, summary.csv, metrics.json
 
 Stages (recorded in ``sweep.json``): ``pretrain:mr<R>`` (a finished run's speed and loss),
-``budget:mr<R>`` (a slower ratio's budget step, its checkpoint kept), ``eval:<point>``. A pretraining
+``budget:mr<R>`` (a slower ratio's budget step, its checkpoint kept), ``eval:<point>``,
+``finetune:mr<R>`` and ``finetune:random-init`` (top-1 and per-image test flags). A pretraining
 run stopped mid-way continues from its newest checkpoint, and an evaluation whose file exists is read
 back. Each pretraining segment runs in a fresh process (:mod:`maelab.experiments.child`).
 """
@@ -32,8 +35,10 @@ from typing import Any
 from maelab import checkpoint as ckpt
 from maelab import rundir
 from maelab.experiments import child
+from maelab.experiments.stages import Stages
 from maelab.experiments.sweep_plan import (
     PROBE_FRACTION,
+    RANDOM_INIT,
     SweepPlan,
     budget_dir,
     budget_step,
@@ -178,6 +183,63 @@ def evaluate_random_init(plan: SweepPlan, data: Callable[[], Any]) -> dict[str, 
     return _frozen_evals(plan, plan.out / "evals" / "random-init", make, data)
 
 
+# ------------------------------------------------------------------------------------ fine-tuning
+# What a fine-tuning stage keeps in sweep.json (evals/<point>/finetune.json holds everything).
+FINETUNE_KEYS = ("top1", "test_correct", "layer_decay", "first_loss", "last_loss", "history", "steps", "train_images",
+                 "test_images", "peak_lr", "precision", "wall_time_s", "recipe")  # fmt: skip
+# A short fine-tune (the CPU preset's is 1 epoch) would otherwise be all warm-up and end at the peak lr.
+FINETUNE_WARMUP_FRACTION = 0.1
+
+
+def finetune_point(
+    plan: SweepPlan, name: str, source: Path | None, train: Callable[[], Any], data: Callable[[], Any]
+) -> dict[str, Any]:
+    """Fine-tune the run or checkpoint ``source`` (None: the random init of the swept architecture, seeded
+    like the frozen baseline) on ``train()`` and score it on ``data().test``, the images k-NN and the linear
+    probe use; ``OUT/evals/<name>/finetune.json`` is read back if there.
+
+    Every point gets the same recipe, epochs, images, batch and seed; the from-scratch baseline trains without
+    layer decay (:func:`maelab.eval.finetune.recipe_for`, applied inside ``finetune``). The warm-up is the
+    recipe's, at most :data:`FINETUNE_WARMUP_FRACTION` of the epochs. Returns
+    :data:`FINETUNE_KEYS` of the result: ``top1`` (%) and ``test_correct`` (packed (N_test,) flags) among them.
+    """
+    from maelab.config import FinetuneConfig
+    from maelab.eval.finetune import finetune
+    from maelab.eval.results import write_json
+    from maelab.methods import load_model
+
+    path = plan.out / "evals" / name / "finetune.json"
+    if not path.is_file():
+        t, images = plan.base.train, train()
+        ft = FinetuneConfig(epochs=plan.eval.finetune_epochs, seed=t.seed, device=t.device, quiet=t.quiet)
+        ft.batch_size = min(ft.batch_size, len(images))
+        ft.warmup_epochs = min(ft.warmup_epochs, FINETUNE_WARMUP_FRACTION * ft.epochs)
+        module, cfg = load_model(str(source)) if source is not None else (None, plan.base)
+        write_json(path, finetune(module, cfg, ft, images, data().test, f"fine-tune ({name})", t.precision))
+    result = json.loads(path.read_text())
+    return {k: result[k] for k in FINETUNE_KEYS}
+
+
+def finetune_all(plan: SweepPlan, stages: Stages, runs: dict[float, Path], data: Callable[[], Any]) -> dict[str, Any]:
+    """{point: fine-tuning result} of each ratio's final run in ``runs`` and of the from-scratch baseline
+    (``random-init``), each a resumable stage ``finetune:<point>``: a finished one is read back, not redone."""
+    from maelab.config import ConfigError
+    from maelab.data import DataError, load_data
+
+    @functools.cache
+    def train() -> Any:
+        try:
+            return load_data(plan.base.data, "train", plan.base.model.img_size, subset=plan.eval.finetune_subset)
+        except DataError as e:
+            raise ConfigError(f"--finetune-subset {plan.eval.finetune_subset}: {e}") from e
+
+    points: list[tuple[str, Path | None]] = [(run_name(r), runs[r]) for r in plan.ratios] + [(RANDOM_INIT, None)]
+    return {
+        point: stages.once(f"finetune:{point}", functools.partial(finetune_point, plan, point, source, train, data))
+        for point, source in points
+    }
+
+
 # ------------------------------------------------------------------------------------ the sweep
 def run_sweep(plan: SweepPlan, command: str = "") -> Path:
     """Run (or continue) the sweep of ``plan``; returns ``OUT/summary.md``.
@@ -213,6 +275,9 @@ def run_sweep(plan: SweepPlan, command: str = "") -> Path:
         for point, source in points:
             evals[point] = stages.once(f"eval:{point}", functools.partial(
                 evaluate_point, plan, point, source, data, recon_ratios))  # fmt: skip
-    evals["random-init"] = stages.once("eval:random-init", functools.partial(evaluate_random_init, plan, data))
+    evals[RANDOM_INIT] = stages.once(f"eval:{RANDOM_INIT}", functools.partial(evaluate_random_init, plan, data))
+    if ev.finetune_epochs:
+        runs = {r: Path(stats[r]["run"]) for r in plan.ratios}
+        for point, result in finetune_all(plan, stages, runs, data).items():
+            evals[point] = {**evals[point], "finetune": result}  # a copy: the eval stage's record stays as it is
     return write_results(plan, stats, budgets, evals, command)
-

@@ -6,15 +6,21 @@ McNemar and a 95% paired-bootstrap interval; otherwise a tie, given with its int
 written by an older maelab hold no per-image flags: those sentences use the unpaired 2-SE rule and
 say so. Reconstruction is read at each model's own ratio AND under the same masks, and the sentence
 says which effect the numbers show (a harder task, a train/test mask-ratio mismatch, or a model
-that reconstructs worse).
+that reconstructs worse). Fine-tuning is read against the same budget from scratch and, for the MAE
+paper's claim that its accuracy is insensitive to the mask ratio across 40-80%, by every paired
+difference between the swept ratios in that range: "insensitive" only when none is beyond noise.
 """
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
-from maelab.experiments.compare_stats import Score, judge
-from maelab.experiments.sweep_plan import VIEWS, SweepPlan, knn_k
+from maelab.experiments.compare_stats import Score, judge, paired
+from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS, SweepPlan, knn_k
+
+# The MAE paper: fine-tuning accuracy is insensitive to the mask ratio across 40-80% (ratios in this range).
+INSENSITIVE_RANGE = (0.4, 0.8)
 
 
 def _correct(evals: dict[str, Any], point: str | None, kind: str, pooling: str, k: str) -> dict[str, Any] | None:
@@ -74,6 +80,75 @@ def random_init_sentence(
     return (
         f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): " + "; ".join(parts) + "."
     )
+
+
+def _finetuned(evals: dict[str, Any], point: str | None) -> Score | None:
+    """The fine-tuning top-1 (%) and packed per-image flags of ``point``, or None if it was not fine-tuned."""
+    r = (evals.get(point or "") or {}).get("finetune")
+    return None if r is None else Score(r["top1"], r.get("test_correct"))
+
+
+def _seeds(seeds: int) -> str:
+    # Paired statistics resample test images; they say nothing about another pretraining or fine-tuning seed.
+    return ("one seed" if seeds == 1 else f"{seeds} seeds") + ": the intervals cover test-image noise, not seed noise"
+
+
+def finetune_vs_scratch_sentence(rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1) -> str | None:
+    """Each fine-tuned ratio against the same budget from scratch (random init, no layer decay), paired on the
+    same test images; None without a fine-tuned baseline."""
+    base = _finetuned(evals, RANDOM_INIT)
+    if base is None:
+        return None
+    groups: dict[str, list[str]] = {"above": [], "a tie with": [], "below": []}
+    for r in sorted(rows, key=lambda r: r["ratio"]):
+        score = _finetuned(evals, r.get("point"))
+        if score is None:
+            continue
+        name = f"mask {r['ratio']:g}"
+        j = judge(name, score, "from scratch", base, r["test_images"])
+        group = "a tie with" if j.winner is None else "above" if j.winner == name else "below"
+        groups[group].append(f"{r['ratio']:g} ({j.numbers})")
+    parts = [f"{g} it at {', '.join(v)}" for g, v in groups.items() if v]
+    return (
+        f"Fine-tuning against the same budget from scratch (random init without layer decay, {base.accuracy:.2f}%): "
+        + "; ".join(parts) + f" ({_seeds(seeds)})."
+    )  # fmt: skip
+
+
+def finetune_spread_sentence(
+    rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1, within: tuple[float, float] = INSENSITIVE_RANGE
+) -> str | None:
+    """Whether fine-tuning is insensitive to the mask ratio ``within`` the range (the MAE paper's claim): every
+    pair of fine-tuned ratios in it, paired on the same images; "insensitive within noise" only if no pair
+    differs beyond noise, with the largest difference and its interval. None when nothing was fine-tuned."""
+    scored = [(r, _finetuned(evals, r.get("point"))) for r in sorted(rows, key=lambda r: r["ratio"])]
+    tuned = [(r, score) for r, score in scored if score is not None]
+    if not tuned:
+        return None
+    lo, hi = within
+    inside = [(r, score) for r, score in tuned if lo - 1e-9 <= r["ratio"] <= hi + 1e-9]
+    claim = f"Fine-tuning across mask ratios {lo:.0%}-{hi:.0%} (the MAE paper: insensitive to the ratio)"
+    if len(inside) < 2:
+        return f"{claim}: not tested, {len(inside)} fine-tuned ratio in that range (two are needed)."
+    judged: list[tuple[float, str, bool]] = []  # (difference, sentence part, beyond noise) of every pair
+    for (a, sa), (b, sb) in combinations(inside, 2):
+        if sa.accuracy < sb.accuracy:  # the higher one first: the difference reads positive
+            (a, sa), (b, sb) = (b, sb), (a, sa)
+        name_a, name_b = f"mask {a['ratio']:g}", f"mask {b['ratio']:g}"
+        j, r = judge(name_a, sa, name_b, sb, a["test_images"]), paired(sa, sb)
+        part = j.text if j.winner is not None or r is None else (
+            f"{name_a} - {name_b} = {r.difference:+.2f} points (95% CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}], McNemar "
+            f"p = {r.p_value:.3g}, n = {r.n})"
+        )  # fmt: skip
+        judged.append((sa.accuracy - sb.accuracy, part, j.winner is not None))
+    ratios = ", ".join(f"{r['ratio']:g} ({score.accuracy:.2f}%)" for r, score in inside)
+    beyond = [part for _, part, won in judged if won]
+    if not beyond:
+        return (
+            f"{claim}: insensitive within noise at this budget: no paired difference among {ratios} is beyond noise; "
+            f"the largest, {max(judged)[1]} ({_seeds(seeds)})."
+        )
+    return f"{claim}: not insensitive at this budget: among {ratios}, {'; '.join(beyond)} ({_seeds(seeds)})."
 
 
 def _trend(values: list[float]) -> str:
@@ -155,7 +230,8 @@ def findings(
     plan: SweepPlan, rows: list[dict[str, Any]], random_init: dict[str, float], evals: dict[str, Any]
 ) -> list[str]:
     """Sentences generated from the numbers: speed, accuracy per view and pooling (paired), each ratio vs the
-    random init of the same pooling (paired), and reconstruction (own ratio vs the same masks)."""
+    random init of the same pooling (paired), fine-tuning vs from scratch and across 40-80% (paired), and
+    reconstruction (own ratio vs the same masks)."""
     k = knn_k(plan)
     eq = [r for r in rows if r["view"] == VIEWS[0]]
     out = [_speed_sentence(eq)] if len(eq) > 1 else []
@@ -167,6 +243,7 @@ def findings(
         sentence = random_init_sentence(eq, evals, random_init, m, k)
         if sentence:
             out.append(sentence)
+    out += [s for s in (finetune_vs_scratch_sentence(eq, evals), finetune_spread_sentence(eq, evals)) if s]
     rec = [r for r in eq if "psnr_common" in r and "psnr_own" in r]
     if len(rec) > 1:
         out += reconstruction_sentences(rec, plan.eval.common_ratio)

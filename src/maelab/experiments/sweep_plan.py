@@ -23,6 +23,7 @@ from maelab.rundir import training_seconds
 PROBE_FRACTION = 0.1
 STATE_FILE = "sweep.json"
 VIEWS = ("equal epochs", "equal time")  # the two comparisons of the report: same epochs, same training time
+RANDOM_INIT = "random-init"  # the random-init encoder's point: the frozen floor and the from-scratch fine-tune
 
 
 @dataclass
@@ -80,6 +81,8 @@ def make_plan(
             raise ConfigError(f"--mask-ratios {r:g}: {e}") from e
     ev = dataclasses.replace(preset.eval, **(eval_values or {}))
     ev.validate()
+    if ev.finetune_epochs == 0:  # nothing is fine-tuned: its subset is moot (and reads 0 in an older sweep.json)
+        ev = dataclasses.replace(ev, finetune_subset=0)
     from maelab.data import resolve_data_dir
 
     # Runs and evaluations read the same data whatever $MAELAB_DATA says later.

@@ -16,7 +16,15 @@ from maelab.eval.results import fmt, markdown_table, with_se, write_summary_file
 from maelab.experiments.compare_stats import UNPAIRED_NOTE
 from maelab.experiments.plots import plot_sweep
 from maelab.experiments.sweep_findings import findings
-from maelab.experiments.sweep_plan import PROBE_FRACTION, VIEWS, SweepPlan, images_per_step, knn_k, run_name
+from maelab.experiments.sweep_plan import (
+    PROBE_FRACTION,
+    RANDOM_INIT,
+    VIEWS,
+    SweepPlan,
+    images_per_step,
+    knn_k,
+    run_name,
+)
 from maelab.runtime import environment
 
 
@@ -52,7 +60,9 @@ def collect_rows(
                  "train_seconds": s["train_seconds"]}  # fmt: skip
         speed = {k: s[k] for k in ("median_img_per_s", "seconds_per_epoch", "wall_time_s", "peak_memory_mb",
                                    "first_loss", "final_loss")}  # fmt: skip
-        rows.append({"view": VIEWS[0], **final, "note": "", **speed, **own})
+        tuned = evals[run_name(ratio)].get("finetune")
+        rows.append({"view": VIEWS[0], **final, "note": "", **speed, **own,
+                     **({"finetune": tuned["top1"]} if tuned else {})})  # fmt: skip
         if plan.budget_ratio is None:
             continue
         b = budgets.get(ratio)
@@ -70,18 +80,35 @@ def collect_rows(
 
 
 def _random_init_metrics(evals: dict[str, Any]) -> dict[str, float]:
-    if "random-init" not in evals:
+    """The random-init encoder's top-1 (%) per metric key (``linear_cls``, ``knn20_mean``, ..., and ``finetune``
+    from scratch when fine-tuned); {} when it was not evaluated."""
+    if RANDOM_INIT not in evals:
         return {}
-    m = {f"linear_{r['pooling']}": r["test_top1"] for r in evals["random-init"]["linear"]["results"]}
-    for r in evals["random-init"]["knn"]["results"]:
+    m = {f"linear_{r['pooling']}": r["test_top1"] for r in evals[RANDOM_INIT]["linear"]["results"]}
+    for r in evals[RANDOM_INIT]["knn"]["results"]:
         m.update({f"knn{k}_{r['pooling']}": v for k, v in r["top1"].items()})
+    if "finetune" in evals[RANDOM_INIT]:
+        m["finetune"] = evals[RANDOM_INIT]["finetune"]["top1"]
     return m
 
 
+def baseline_rows(evals: dict[str, Any]) -> list[dict[str, Any]]:
+    """[the random-init encoder as a row] of summary.csv, metrics.json and the equal-epochs table (ratio None)
+    when it was fine-tuned from scratch; else []."""
+    m = _random_init_metrics(evals)
+    if "finetune" not in m:
+        return []
+    n = evals[RANDOM_INIT]["linear"]["data"]["test_images"]
+    note = "random init: frozen floor; fine-tuned from scratch without layer decay"
+    return [{"view": "baseline", "ratio": None, "point": RANDOM_INIT, "note": note, **m, "test_images": n}]
+
+
 # ------------------------------------------------------------------------------------ tables and words
-def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str) -> str:
+def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str, extra: list[dict[str, Any]] | None = None) -> str:
+    """The markdown table of one view; ``extra`` rows (the baseline, no ratio) go last."""
     c, k = f"{plan.eval.common_ratio:g}", knn_k(plan)
-    cols: list[tuple[str, Any]] = [("mask ratio", lambda r: f"{r['ratio']:g}")]
+    shown = [r for r in rows if r["view"] == view] + (extra or [])
+    cols: list[tuple[str, Any]] = [("mask ratio", lambda r: "random init" if r["ratio"] is None else f"{r['ratio']:g}")]
     if view == VIEWS[1]:
         cols += [("step (epoch)", lambda r: f"{r['step']} ({r['epoch']:g})"),
                  ("training time (s)", lambda r: f"{r['train_seconds']:.0f}")]  # fmt: skip
@@ -90,6 +117,8 @@ def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str) -> str:
                      if f"linear_{p}" in r else "-"))  # fmt: skip
     for p in plan.eval.poolings:
         cols.append((f"k-NN k={k} {p} (%)", lambda r, p=p: fmt(r.get(f"knn{k}_{p}"), ".2f")))
+    if any("finetune" in r for r in shown):
+        cols.append(("fine-tune (%)", lambda r: with_se(r["finetune"], r["test_images"]) if "finetune" in r else "-"))
     cols += [("PSNR own (dB)", lambda r: fmt(r.get("psnr_own"), ".2f")),
              (f"PSNR @{c} (dB)", lambda r: fmt(r.get("psnr_common"), ".2f")),
              (f"SSIM @{c}", lambda r: fmt(r.get("ssim_common"), ".3f"))]  # fmt: skip
@@ -97,12 +126,12 @@ def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str) -> str:
         cols += [("final loss", lambda r: fmt(r.get("final_loss"), ".4f")),
                  ("img/s", lambda r: fmt(r.get("median_img_per_s"), ".0f")),
                  ("s/epoch", lambda r: fmt(r.get("seconds_per_epoch"), ".1f")),
-                 ("training time (s)", lambda r: f"{r['train_seconds']:.0f}"),
+                 ("training time (s)", lambda r: fmt(r.get("train_seconds"), ".0f")),
                  ("wall time (s)", lambda r: fmt(r.get("wall_time_s"), ".0f")),
                  ("peak mem (MiB)", lambda r: fmt(r.get("peak_memory_mb"), ".0f"))]  # fmt: skip
     else:
         cols.append(("note", lambda r: r["note"]))
-    cells = [[cell(r) for _, cell in cols] for r in rows if r["view"] == view]
+    cells = [[cell(r) for _, cell in cols] for r in shown]
     return markdown_table([h for h, _ in cols], cells, align="r")
 
 
@@ -122,6 +151,7 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
     same = " (identical for every ratio but the mask ratio)" if len(plan.ratios) > 1 else ""
     scored_at = f"at each model's own ratio and at {ev.common_ratio:g}" if len(plan.ratios) > 1 or (
         plan.ratios[0] != ev.common_ratio) else f"at {ev.common_ratio:g}"  # fmt: skip
+    tuned = point.get("finetune")
     return [
         f"- Pretraining{same}: model `{c.name}` (embed {c.embed_dim}, depth {c.encoder_depth}, decoder "
         f"{c.decoder_embed_dim} x {c.decoder_depth}, patch {c.patch_size}), {subset} the training split of "
@@ -134,7 +164,22 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
         f"{used['test_images']} test images (class-balanced); ± is the binomial standard error.",
         f"- Reconstruction: {recon_n} class-balanced test images under fixed masks (seed {ev.seed}), scored over "
         f"the masked pixels, {scored_at}.",
-    ]
+    ] + ([_finetune_line(tuned, evals.get(RANDOM_INIT, {}).get("finetune"))] if tuned else [])
+
+
+def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None) -> str:
+    """The fine-tuning settings, from a stored result's recipe (every point uses the same one)."""
+    f = tuned["recipe"]
+    base = ""
+    if scratch is not None:
+        base = f"; the random-init encoder from scratch with the same budget, layer decay {scratch['layer_decay']:g}"
+    return (
+        f"- Fine-tuning (reduced recipe: no mixup, CutMix or RandAugment) of each ratio's final checkpoint: "
+        f"{_plural(f['epochs'], 'epoch')} on {tuned['train_images']} training images, batch {f['batch_size']}, blr "
+        f"{f['blr']:g} ({f['warmup_epochs']:g} warm-up epochs, then cosine), layer decay {f['layer_decay']:g}, drop "
+        f"path {f['drop_path']:g}, label smoothing {f['label_smoothing']:g}, seed {f['seed']}, {tuned['precision']}"
+        f"{base}; scored on the same {tuned['test_images']} test images as k-NN and the linear probe."
+    )
 
 
 BUDGET_TEXT = """Every ratio gets the training time of the mask-{b:g} run: {budget:.0f} s of training steps, measured
@@ -168,14 +213,16 @@ def summary_markdown(
         f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
         f"- Hardware: {hw}; device {env['device']}",
         *_settings_lines(plan, stats, evals), "",
-        f"## {'Results' if single else 'Equal epochs'}", "", _table(plan, rows, VIEWS[0]),
+        f"## {'Results' if single else 'Equal epochs'}", "", _table(plan, rows, VIEWS[0], baseline_rows(evals)),
     ]  # fmt: skip
     if random_init:
         p, k = plan.eval.poolings, knn_k(plan)
         lines += [
             "Random-init encoder of the same architecture (the floor): linear "
             + ", ".join(f"{q} {random_init[f'linear_{q}']:.2f}%" for q in p) + f"; k-NN (k={k}) "
-            + ", ".join(f"{q} {random_init[f'knn{k}_{q}']:.2f}%" for q in p) + ".", "",
+            + ", ".join(f"{q} {random_init[f'knn{k}_{q}']:.2f}%" for q in p)
+            + (f"; fine-tuned from scratch (no layer decay) {random_init['finetune']:.2f}%"
+               if "finetune" in random_init else "") + ".", "",
         ]  # fmt: skip
     if plan.budget_ratio is not None:
         lines += ["## Equal wall-clock budget", "", BUDGET_TEXT.format(b=plan.budget_ratio, budget=budget_s or 0.0,
@@ -222,4 +269,6 @@ def write_results(
         "budgets": {f"{r:g}": b for r, b in budgets.items()}, "runs": {f"{r:g}": s for r, s in stats.items()},
         "rows": rows, "random_init": random_init, "evaluations": evals,
     }  # fmt: skip
-    return write_summary_files(plan.out, metrics, rows, summary_markdown(plan, env, command, rows, stats, evals, budget_s))
+    markdown = summary_markdown(plan, env, command, rows, stats, evals, budget_s)
+    metrics["rows"] = rows + baseline_rows(evals)  # the from-scratch baseline: a row of metrics.json and summary.csv
+    return write_summary_files(plan.out, metrics, metrics["rows"], markdown)
