@@ -3,6 +3,7 @@ tiny end-to-end run that resumes."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -10,8 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maelab.cli import main
-from maelab.config import METHOD_TRAIN_DEFAULTS, CompareOptions, ConfigError, method_config, resolve_config
+from maelab.cli import build_parser, main
+from maelab.config import (
+    COMPARE_PRETRAIN_DEFAULTS,
+    METHOD_TRAIN_DEFAULTS,
+    CompareOptions,
+    ConfigError,
+    TrainConfig,
+    compare_base_config,
+    method_config,
+    resolve_config,
+)
 from maelab.eval.results import two_se, versus
 from maelab.eval.stats import pack_correct
 from maelab.experiments import child
@@ -19,6 +29,7 @@ from maelab.experiments.compare import run_compare
 from maelab.experiments.compare_plan import (
     MOMENTUM_RULE,
     check_steps,
+    compare_settings,
     given_momentum,
     momentum_record,
     teacher_left,
@@ -26,7 +37,7 @@ from maelab.experiments.compare_plan import (
     time_budget_epochs,
     with_teacher_momentum,
 )
-from maelab.experiments.compare_summary import answer, verdict
+from maelab.experiments.compare_summary import answer, optimizer_text, verdict
 from maelab.models.dino import suggest_momentum
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -61,6 +72,65 @@ def test_each_method_gets_its_recipe_and_keeps_the_rest() -> None:
     assert (dino.train.method, dino.train.epochs, dino.model.embed_dim) == ("dino", 2, 64)
     assert {k: getattr(dino.train, k) for k in METHOD_TRAIN_DEFAULTS["dino"]} == METHOD_TRAIN_DEFAULTS["dino"]
     assert base.train.method == "mae" and base.train.out == ""  # the base is not changed
+
+
+def test_the_mae_recipe_is_maes_alone_and_dino_keeps_its_paper_recipe() -> None:
+    base = resolve_config(None, {"train": {"recipe": "short", "epochs": 2}, "model": {"embed_dim": 64}}, "test")
+    mae, dino = method_config(base, "mae", "runs/m"), method_config(base, "dino", "runs/d")
+    # MAE keeps the short recipe: batch 64, absolute lr 1e-3, one warm-up epoch, norm_pix_loss.
+    assert (mae.train.recipe, mae.train.batch_size, mae.train.lr, mae.train.warmup_epochs) == ("short", 64, 1e-3, 1.0)
+    assert mae.model.norm_pix_loss and mae.train.blr == TrainConfig().blr
+    # DINO: its paper's recipe (blr scaled by the batch, no absolute lr), none of the short recipe's values but the
+    # batch every comparison shares; the rest of the base (epochs, encoder) as given.
+    assert dino.train.recipe == "paper" and dino.train.method == "dino"
+    assert {k: getattr(dino.train, k) for k in METHOD_TRAIN_DEFAULTS["dino"]} == METHOD_TRAIN_DEFAULTS["dino"]
+    assert (dino.train.lr, dino.model.norm_pix_loss) == (0.0, False)
+    assert dino.train.warmup_epochs == TrainConfig().warmup_epochs
+    assert (dino.train.batch_size, dino.train.epochs, dino.model.embed_dim) == (64, 2, 64)
+    # A value named as given applies to both methods, even one equal to the recipe's (lr 1e-3).
+    given = ("train.lr", "train.warmup_epochs", "model.norm_pix_loss", "train.recipe")
+    dino = method_config(base, "dino", given=given)
+    assert (dino.train.lr, dino.train.warmup_epochs, dino.model.norm_pix_loss, dino.train.recipe) == (
+        1e-3, 1.0, True, "paper")  # fmt: skip
+    assert base.train.recipe == "short" and base.train.method == "mae"  # the base is not changed
+
+
+def test_compare_defaults_resolve_and_a_given_lr_reaches_both_methods() -> None:
+    flags: dict[str, dict] = {"model": {}, "data": {}, "train": {}, "dino": {}}  # what cli_values gives for no flag
+    base, given = compare_base_config(None, flags, "defaults")  # no ConfigError
+    assert (base.train.recipe, base.train.batch_size, base.train.epochs, base.data.subset) == ("short", 64, 1, 0)
+    assert {f"{s}.{k}" for s, values in COMPARE_PRETRAIN_DEFAULTS.items() for k in values} == set(given)
+    opts = CompareOptions(given=given)
+    opts.validate()
+    assert (opts.eval_subset, opts.eval_test_subset, opts.finetune_subset) == (10000, 0, 10000)
+    mae, dino = (method_config(base, m, given=opts.given) for m in ("mae", "dino"))
+    assert (mae.train.recipe, mae.train.lr, mae.model.norm_pix_loss) == ("short", 1e-3, True)
+    assert (dino.train.recipe, dino.train.lr, dino.model.norm_pix_loss) == ("paper", 0.0, False)
+    assert dino.train.blr * dino.train.batch_size / 256 == pytest.approx(1.25e-4)  # DINO's blr 5e-4 at batch 64
+    assert mae.train.batch_size == dino.train.batch_size == 64 and mae.train.epochs == dino.train.epochs == 1
+    assert 50_000 // mae.train.batch_size == 781  # the default's steps per epoch on all of CIFAR-10, both methods
+    # The summary reports each method's optimizer as it trained.
+    text = optimizer_text(json.loads(json.dumps(compare_settings(base, opts))))
+    assert "MAE (recipe short): lr 0.001, warm-up 1 epoch " in text
+    assert "DINO (recipe paper): lr 0.000125 (blr 0.0005 x 64 / 256)" in text and "0.04 -> 0.4 (cosine)" in text
+    # A user's --lr (even the recipe's own value) reaches both methods; so does a --config file value, which
+    # sits above the compare's defaults and below the flags.
+    for lr in (2e-3, 1e-3):
+        base, given = compare_base_config(None, {**flags, "train": {"lr": lr}}, "defaults")
+        assert [method_config(base, m, given=given).train.lr for m in ("mae", "dino")] == [lr, lr]
+    file_values = {"train": {"epochs": 3, "warmup_epochs": 0.5, "batch_size": 32}}
+    base, given = compare_base_config(file_values, {**flags, "train": {"batch_size": 16}}, "compare.toml")
+    dino = method_config(base, "dino", given=given)
+    assert (base.train.epochs, base.train.batch_size) == (3, 16)  # file over the defaults, flag over the file
+    assert (dino.train.warmup_epochs, dino.train.batch_size) == (0.5, 16)
+    with pytest.raises(ConfigError, match="compare trains both methods"):
+        compare_base_config({"train": {"method": "dino"}}, flags, "compare.toml")
+
+
+def test_compare_help_states_the_default_budget() -> None:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["compare"].format_help().split())
+    assert "--recipe short" in text and "781 steps" in text and "~50 min" in text and "~6 min" in text
 
 
 def test_teacher_momentum_is_fitted_to_each_run_length_unless_given() -> None:

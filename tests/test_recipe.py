@@ -17,9 +17,17 @@ import pytest
 from maelab import data as data_module
 from maelab import methods, train
 from maelab.cli import main
-from maelab.config import RECIPE_CANDIDATES, ConfigError, RecipeCandidate, RecipeOptions
+from maelab.config import (
+    METHOD_TRAIN_DEFAULTS,
+    RECIPE_CANDIDATES,
+    ConfigError,
+    DinoConfig,
+    RecipeCandidate,
+    RecipeOptions,
+)
 from maelab.eval.stats import pack_correct
 from maelab.experiments import child, recipe, recipe_plan, recipe_summary
+from maelab.experiments.compare_plan import teacher_left, teacher_momentum
 from maelab.experiments.recipe_plan import (
     CALIBRATION_RUNS,
     baseline_config,
@@ -31,7 +39,7 @@ from maelab.experiments.recipe_plan import (
 )
 from maelab.experiments.recipe_summary import budget_cell, budget_lines, candidate_flags, margin, rank, score
 
-from .conftest import TINY_MODEL, write_image_folder
+from .conftest import TINY_DINO, TINY_MODEL, write_image_folder
 
 # 2 classes x 20 images of 16x16 per split: 40 train (8 held out -> 32 pretraining), 40 test.
 HOLDOUT, PER_CLASS = 8, 20
@@ -63,7 +71,9 @@ def tiny_plan(folder: Path, out: Path, table: tuple[RecipeCandidate, ...] = TINY
 # ------------------------------------------------------------------------------------ plan
 def test_every_candidate_resolves_and_baselines_share_an_encoder_shape(folder: Path, tmp_path: Path) -> None:
     plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out")))
-    assert [c.name for c in plan.candidates] == [c.name for c in RECIPE_CANDIDATES]
+    # Without --candidates: the MAE recipes (DINO's candidates train only when named).
+    assert [c.name for c in plan.candidates] == [c.name for c in RECIPE_CANDIDATES if c.default]
+    assert {plan.config(c).train.method for c in plan.candidates} == {"mae"}
     assert len({c.name for c in RECIPE_CANDIDATES}) == len(RECIPE_CANDIDATES)
     cfgs = {c.name: plan.config(c) for c in plan.candidates}
     assert cfgs["defaults"].train.batch_size == 256 and cfgs["defaults"].train.blr == 1.5e-4
@@ -83,6 +93,50 @@ def test_every_candidate_resolves_and_baselines_share_an_encoder_shape(folder: P
         make_plan(RecipeOptions(data_dir=str(folder), candidates=("guess", "bogus")))
     with pytest.raises(ConfigError, match="--holdout"):
         make_plan(RecipeOptions(data_dir=str(folder), holdout=0))
+
+
+DINO_BLUR = ("dino-blur", "dino-light-blur", "dino-no-blur")
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    return {f"{section}.{key}": v for section, values in cfg.to_dict().items() for key, v in values.items()}
+
+
+def test_dino_blur_candidates_differ_only_in_the_blur(folder: Path, tmp_path: Path) -> None:
+    plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=DINO_BLUR))
+    assert [c.name for c in plan.candidates] == list(DINO_BLUR) and not any(c.default for c in plan.candidates)
+    for steps in (0, 140):  # as resolved, and with the planned steps (and the momentum fitted to them)
+        cfgs = {c.name: plan.config(c, steps) for c in plan.candidates}
+        for cfg in cfgs.values():  # DINO at batch 64 with its paper's optimizer recipe, not the MAE guess
+            t = cfg.train
+            assert (t.method, t.batch_size, t.recipe, t.lr, t.steps) == ("dino", 64, "paper", 0.0, steps)
+            assert {k: getattr(t, k) for k in METHOD_TRAIN_DEFAULTS["dino"]} == METHOD_TRAIN_DEFAULTS["dino"]
+        ref = _flat(cfgs["dino-blur"])
+        for name, changed in (("dino-light-blur", {"dino.blur_sigma"}), ("dino-no-blur", {"dino.blur_prob"})):
+            other = _flat(cfgs[name])
+            assert {k for k in ref if ref[k] != other[k]} == {"train.out", *changed}  # the run folder and the blur
+    blur, light, none = (cfgs[n].dino for n in DINO_BLUR)
+    defaults = DinoConfig()
+    assert (blur.blur_prob, blur.blur_sigma) == (defaults.blur_prob, defaults.blur_sigma)  # DINO's current defaults
+    assert light.blur_prob == defaults.blur_prob
+    assert light.blur_sigma == pytest.approx((0.1 * 32 / 224, 2.0 * 32 / 224), abs=0.005)  # DINO's 0.1-2.0 px at 224
+    assert none.blur_prob == (0.0, 0.0, 0.0)
+    assert candidate_flags(plan.candidates[2].overrides).endswith("--blur-prob 0 0 0 --blur-sigma 0.1 1")
+
+
+def test_a_dino_candidates_teacher_momentum_is_fitted_to_its_planned_steps(folder: Path, tmp_path: Path) -> None:
+    plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=("dino-blur", "bs64")))
+    dino, mae = plan.candidates
+    assert plan.config(dino).dino.momentum_teacher == DinoConfig().momentum_teacher  # steps not known yet
+    for steps in (12, 140, 1000):
+        m0 = plan.config(dino, steps).dino.momentum_teacher
+        assert m0 == pytest.approx(teacher_momentum(steps)) and teacher_left(m0, steps) <= 0.05
+    assert plan.config(mae, 140).dino.momentum_teacher == DinoConfig().momentum_teacher  # MAE is left alone
+    # A momentum the candidate sets is kept, as the compare keeps a given one.
+    fixed = RecipeCandidate("dino-m", "DINO with its own momentum", {"train": {"method": "dino"},
+                            "dino": {"momentum_teacher": 0.99}})  # fmt: skip
+    own = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "own")), (fixed,))
+    assert own.config(fixed, 140).dino.momentum_teacher == 0.99
 
 
 def test_planned_steps_fill_the_budget() -> None:
@@ -265,6 +319,46 @@ def test_tiny_search_scores_val_images_and_resumes(
     changed = (TINY_CANDIDATES[0], RecipeCandidate("b", "changed", {"train": {"batch_size": 8}}))
     with pytest.raises(ConfigError, match="candidate b changed"):
         recipe.run_recipe(tiny_plan(folder, out, changed))
+
+
+TINY_DINO_CANDIDATE = RecipeCandidate("d", "tiny DINO, batch 8", {
+    "train": {"method": "dino", "batch_size": 8, "warmup_epochs": 0.0},
+    "dino": {**TINY_DINO, "global_crop_size": 16, "local_crop_size": 8},
+})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_dino_candidate_calibrates_trains_and_scores_on_val(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(recipe_plan, "MIN_CALIBRATION_SECONDS", 0.5)
+    configs: list[Any] = []  # every pretraining: the calibration run(s), then the run
+    real_pretrain = train.pretrain
+    monkeypatch.setattr(train, "pretrain", lambda cfg=None, **k: (configs.append(cfg), real_pretrain(cfg, **k))[1])
+    splits: list[str] = []
+    real_load_split = data_module.load_split
+    monkeypatch.setattr(data_module, "load_split", lambda root, split, *a, **k: (
+        splits.append(split), real_load_split(root, split, *a, **k))[1])  # fmt: skip
+    out = tmp_path / "out"
+    summary = recipe.run_recipe(tiny_plan(folder, out, (TINY_DINO_CANDIDATE,)), "maelab recipe (test)")
+
+    assert "test" not in splits  # scored on the held-out training images only
+    r = json.loads((out / "metrics.json").read_text())["results"]["d"]
+    steps = r["calibration"]["planned_steps"]
+    assert r["run"]["steps"] == steps and r["calibration"]["train_images"] == 2 * PER_CLASS - HOLDOUT
+    # The calibration ran DINO in the training loop; every run's teacher momentum was fitted to its own length.
+    assert [c.train.method for c in configs] == ["dino"] * len(configs) and configs[-1].train.steps == steps
+    for cfg in configs:
+        assert cfg.dino.momentum_teacher == pytest.approx(teacher_momentum(cfg.train.steps))
+    assert r["run"]["momentum_teacher"] == pytest.approx(teacher_momentum(steps), abs=1e-6)
+    assert r["run"]["momentum_rule"] == "fitted to the run length" and r["run"]["teacher_init_left"] <= 0.05
+    assert r["val"]["val_images"] == HOLDOUT and r["val"]["probe_train_images"] == 16
+    knn = json.loads((out / "evals" / "d" / "knn.json").read_text())
+    assert knn["data"]["test_images"] == HOLDOUT and {x["role"] for x in knn["results"]} == {"evaluated", "baseline"}
+    text = summary.read_text()
+    assert "DINO teacher momentum m0" in text and "- (DINO)" in text and "--method dino" in text
+    assert (out / "plots" / "loss_vs_time.png").is_file()
 
 
 def test_cli_rejects_unknown_candidates(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

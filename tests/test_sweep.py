@@ -278,7 +278,7 @@ def test_presets(tmp_path: Path) -> None:
     assert gpu.base.data.subset == 0 and gpu.base.train.epochs >= 100 and gpu.base.model.name == "vit-tiny"
     # Fine-tuning per ratio: (epochs, class-balanced train images; 0 = all), and none in the reconstruction study.
     tuning = [(p.eval.finetune_epochs, p.eval.finetune_subset) for p in (cpu, gpu, recon)]
-    assert tuning == [(1, 10000), (50, 0), (0, 0)]
+    assert tuning == [(1, 5000), (50, 0), (0, 0)]
 
 
 def test_budget_step_uses_the_rate_after_the_first_window() -> None:

@@ -17,14 +17,14 @@ from maelab.cli.flags import (
     options_from_args,
 )
 from maelab.config import (
+    COMPARE_BUDGET_TEXT,
     COMPARE_PRETRAIN_DEFAULTS,
     PRESETS,
     CompareOptions,
-    ConfigError,
     EvalSettings,
     SweepOptions,
+    compare_base_config,
     load_toml,
-    resolve_config,
 )
 
 
@@ -73,17 +73,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from maelab.experiments.compare import run_compare
 
     given = cli_values(args)
-    if "method" in given["train"]:
-        raise ConfigError("--method: compare trains both methods (mae and dino); leave it out")
-    for section, values in COMPARE_PRETRAIN_DEFAULTS.items():
-        given[section] = {**values, **given[section]}
     file_values = load_toml(args.config) if args.config else None
-    cfg = resolve_config(file_values, given, args.config or "defaults")
+    # defaults < COMPARE_PRETRAIN_DEFAULTS < file < flags; what was given there applies to both methods.
+    cfg, names = compare_base_config(file_values, given, args.config or "defaults")
     out = cfg.train.out or str(Path("runs") / f"compare-{cfg.model.name}")
     # A --momentum-teacher given (flag or file) is kept; otherwise each DINO run gets one fitted to its length.
     file_dino = (file_values or {}).get("dino", {}) if isinstance((file_values or {}).get("dino", {}), dict) else {}
     chosen = given["dino"].get("momentum_teacher", file_dino.get("momentum_teacher"))
-    opts = options_from_args(CompareOptions, args, "compare", progress=not cfg.train.quiet, momentum_teacher=chosen)
+    opts = options_from_args(
+        CompareOptions, args, "compare", progress=not cfg.train.quiet, momentum_teacher=chosen, given=names
+    )
     results = run_compare(cfg, opts, out, _command_line())
     print((results / "summary.md").read_text(), end="")
     print(f"results: {results} (summary.md, summary.csv, metrics.json, plots/, runs/)")
@@ -97,11 +96,11 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="pretrain MAE and DINO on the same encoder and data, evaluate both beside random init",
-        description="Pretrain MAE and DINO with the same encoder, data, epochs and batch (each with its paper's "
-        "optimizer recipe), then again at equal training time; evaluate k-NN, linear probe and fine-tuning of "
-        "each beside the random-init encoder. Re-running with the same --out skips finished stages and resumes "
+        description="Pretrain MAE and DINO with the same encoder, data, epochs and batch (MAE with its --recipe, "
+        "DINO with its paper's optimizer recipe), then again at equal training time; evaluate k-NN, linear probe and "
+        "fine-tuning of each beside the random-init encoder. Re-running with the same --out skips finished stages and resumes "
         "an interrupted pretraining. Writes OUT/summary.md, summary.csv, metrics.json, plots/ and runs/. "
-        f"Defaults here (unless given): {defaults}.",
+        f"Defaults here (unless given by a flag or --config): {defaults}. {COMPARE_BUDGET_TEXT}",
     )
     add_config_file_flag(p)
     add_dataclass_flags(p, CompareOptions, "compare")

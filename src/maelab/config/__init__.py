@@ -25,12 +25,14 @@ from maelab.config.evaluation import (
     ReportOptions,
 )
 from maelab.config.experiments import (
+    COMPARE_BUDGET_TEXT,
     COMPARE_PRETRAIN_DEFAULTS,
     PRESETS,
     CompareOptions,
     EvalSettings,
     SweepOptions,
     SweepPreset,
+    compare_base_config,
     method_config,
 )
 from maelab.config.pretrain import (
@@ -53,7 +55,7 @@ __all__ = [
     "BenchOptions", "ExportOptions", "FinetuneConfig", "FinetuneOptions", "FrozenEvalOptions", "KnnOptions",
     "LinearOptions", "ProbeConfig", "ReconstructOptions", "ReportOptions",
     "COMPARE_PRETRAIN_DEFAULTS", "PRESETS", "CompareOptions", "EvalSettings", "SweepOptions", "SweepPreset",
-    "method_config",
+    "COMPARE_BUDGET_TEXT", "compare_base_config", "method_config",
     "RECIPE_BASE", "RECIPE_CANDIDATES", "RecipeCandidate", "RecipeOptions",
     "METHOD_TRAIN_DEFAULTS", "SECTIONS", "Config", "ConfigError", "DataConfig", "DinoConfig", "ModelConfig",
     "TrainConfig", "config_dict_with_defaults", "config_differences", "config_from_dict", "dino_checks",

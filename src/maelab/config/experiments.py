@@ -8,11 +8,12 @@ Every field made with :func:`~maelab.config.core.opt` (a help text) is a flag of
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from maelab.config.core import ConfigError, opt
-from maelab.config.pretrain import METHOD_TRAIN_DEFAULTS, Config, resolve_config
+from maelab.config.pretrain import METHOD_TRAIN_DEFAULTS, TRAIN_RECIPES, Config, resolve_config
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -76,7 +77,7 @@ class SweepPreset:
 
 
 # CPU preset, for a 2-core CPU in about an hour: the short recipe (results/recipe_cpu) on all 50,000
-# images, one epoch (782 steps of 64) per ratio, every evaluation on the full test set. The ref model
+# images, one epoch (781 steps of 64) per ratio, every evaluation on the full test set. The ref model
 # trains at ~135 img/s (fp32, AVX2, idle machine) at mask 0.75. Training FLOPs per image
 # (torch.utils.flop_counter, ref, batch 128) are 1.136 / 0.815 / 0.500 / 0.306 GFLOP at masks
 # 0.25 / 0.5 / 0.75 / 0.9, so an epoch of all four costs at most 5.51 epochs of the 0.75 run (fixed
@@ -84,14 +85,14 @@ class SweepPreset:
 #   training: 50,000 images x 1 epoch x (4.34 .. 5.51) / 135 img/s = 1610 .. 2040 s = 27 .. 34 min
 #   features: 7 encoders (4 final, 2 budget checkpoints, random init) x (10,000 + 10,000) images at
 #             ~150 img/s: ~15 min (the random encoder's come from the cache after the first sweep)
-#   fine-tuning: 5 encoders (4 ratios + from scratch) x 1 epoch of 10,000 images + the test set: ~15 min
-#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~60 .. 70 min.
+#   fine-tuning: 5 encoders (4 ratios + from scratch) x 1 epoch of 5,000 images (~60 img/s) + the test set: ~12 min
+#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~55 .. 65 min.
 CPU_PRESET = SweepPreset(
     description="2-core CPU, ~65 min: ref model, the short recipe, all 50,000 images, 1 epoch per ratio, full test set",
     ratios=(0.25, 0.5, 0.75, 0.9),
     pretrain=_pretrain("ref", 0, epochs=1, recipe="short", precision="auto", device="cpu", log_every=20),
     eval=EvalSettings(
-        train_subset=10000, test_subset=0, probe_epochs=100, recon_images=1000, finetune_epochs=1, finetune_subset=10000
+        train_subset=10000, test_subset=0, probe_epochs=100, recon_images=1000, finetune_epochs=1, finetune_subset=5000
     ),
 )
 
@@ -162,16 +163,42 @@ class SweepOptions:
 
 
 # ------------------------------------------------------------------------------------ compare
+# The defaults of ``maelab compare``: a comparison for a 2-core CPU. The ref encoder on all 50,000 images,
+# batch 64 for both methods (the same images per step, so equal epochs are equal steps), MAE with the short
+# recipe (results/recipe_cpu: lr 1e-3, norm_pix_loss, 1 warm-up epoch), DINO with its paper's recipe
+# (METHOD_TRAIN_DEFAULTS["dino"]: lr 5e-4 x 64 / 256 = 1.25e-4, ...), 1 epoch = 50,000 // 64 = 781 steps
+# each (the training loop drops the last 16 images of each epoch's permutation). On the 2-core CPU (fp32,
+# AVX2, idle machine):
+#   MAE:  the ref model trains at ~135 img/s at mask 0.75: 50,000 / 135 = ~370 s = ~6 min
+#   DINO: ~9x slower per image (2 global + 6 local crops through the student and the teacher; 140 vs 16 img/s
+#         in results/mae_vs_dino_cpu): 50,000 / ~16 img/s = ~3100 s = ~50 min
+#   equal time: DINO again for MAE's ~370 s, a 1-epoch schedule cut after ~90 steps: ~6 min
+#   checks during pretraining: 4 per run, each k-NN features of 10,000 train + 10,000 test images at ~150 img/s
+#             (~2.2 min) and, for DINO, its teacher on the 10,000 test images (~1 min): ~22 min
+#   evaluation: 4 encoders (MAE, DINO, DINO at equal time, random init) x 20,000 images of features: ~9 min;
+#             8 linear probes: ~2 min; fine-tuning 4 encoders x 1 epoch of 10,000 images + the test set: ~12 min
+#   total: ~62 min of pretraining, ~1 h 50 min in all (--points 2 saves ~11 min, --finetune-epochs 0 ~12 min).
+COMPARE_BUDGET_TEXT = (
+    "The defaults are a comparison for a 2-core CPU: the ref encoder on all 50,000 images, batch 64 for both "
+    "methods (equal epochs are equal steps), MAE with --recipe short (lr 1e-3, norm_pix_loss, 1 warm-up epoch) "
+    "and DINO with its paper's recipe (blr 5e-4 x batch / 256, betas 0.9/0.999, weight decay 0.04 -> 0.4); a "
+    "--recipe value applies to MAE only, other flags to both. One epoch is 50,000 // 64 = 781 steps: at ~135 "
+    "img/s (fp32) MAE takes 50,000 / 135 = ~6 min, and DINO, ~9x slower per image (~16 img/s), 50,000 / 16 = "
+    "~50 min, then ~6 min more for DINO at MAE's time; with the checks and the evaluation on the full test "
+    "set, ~1 h 50 min in all."
+)
+
+
 @dataclass
 class CompareOptions:
     """What ``maelab compare`` evaluates, and how much of the data it uses for it."""
 
     points: int = opt(4, "k-NN/entropy checks per run (the last at the end)")
-    eval_subset: int = opt(5000, "train images for k-NN / linear probe (0 = all)")
-    eval_test_subset: int = opt(1000, "test images for every evaluation (0 = all)")
+    eval_subset: int = opt(10000, "train images for k-NN / linear probe (0 = all)")
+    eval_test_subset: int = opt(0, "test images for every evaluation (0 = all)")
     linear_epochs: int = opt(100, "linear-probe epochs")
-    finetune_epochs: int = opt(5, "fine-tuning epochs (0 = skip fine-tuning)")
-    finetune_subset: int = opt(5000, "train images for fine-tuning (0 = all)")
+    finetune_epochs: int = opt(1, "fine-tuning epochs (0 = skip fine-tuning)")
+    finetune_subset: int = opt(10000, "train images for fine-tuning (0 = all)")
     finetune_batch_size: int = opt(128, "fine-tuning batch size")
     equal_time: bool = opt(True, "also retrain the slower method for the faster one's training time")
     isolate: bool = opt(True, "pretrain in child processes so each run's peak memory is its own")
@@ -179,6 +206,9 @@ class CompareOptions:
     # DINO's teacher momentum for every DINO run; None: fitted to each run's length (see compare_plan.teacher_momentum).
     # A --momentum-teacher other than DINO's default 0.996 is taken as given even when this is None.
     momentum_teacher: float | None = None
+    # The pretraining values given ("section.field": flags, the --config file, COMPARE_PRETRAIN_DEFAULTS; the CLI takes
+    # them from compare_base_config): they apply to both methods, while a value only MAE's --recipe set is MAE's.
+    given: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the option."""
@@ -194,22 +224,56 @@ class CompareOptions:
         ])  # fmt: skip
 
 
-# Pretraining values of ``maelab compare`` unless given (a CPU-sized budget), below a file and flags.
+# Pretraining values of ``maelab compare`` unless given (the budget above), below a --config file and flags.
 COMPARE_PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "train": {"epochs": 10, "batch_size": 128, "quiet": True},
-    "data": {"subset": 10000},
+    "train": {"epochs": 1, "batch_size": 64, "recipe": "short", "quiet": True},
+    "data": {"subset": 0},
 }
+# Values every method of a comparison shares even when only an MAE --recipe set them: the images per step.
+COMPARE_SHARED: tuple[str, ...] = ("train.batch_size",)
 
 
-def method_config(base: Config, method: str, out: str = "", epochs: int | None = None) -> Config:
+def compare_base_config(
+    file_values: dict[str, Any] | None, flags: dict[str, dict[str, Any]], where: str
+) -> tuple[Config, tuple[str, ...]]:
+    """The shared (MAE) config of a comparison and the names ("section.field") of the values given for it.
+
+    Values: defaults < :data:`COMPARE_PRETRAIN_DEFAULTS` < the --config file (``file_values``) < ``flags``
+    (only those the user gave). The names are those of all three layers: :func:`method_config` keeps them for
+    DINO too, and leaves out the rest of what MAE's ``--recipe`` set.
+    """
+    layered: dict[str, Any] = {section: dict(values) for section, values in COMPARE_PRETRAIN_DEFAULTS.items()}
+    for section, values in (file_values or {}).items():  # a section that is not a table: resolve_config says so
+        layered[section] = {**layered.get(section, {}), **values} if isinstance(values, dict) else values
+    file_train = (file_values or {}).get("train", {})
+    if "method" in flags.get("train", {}) or (isinstance(file_train, dict) and "method" in file_train):
+        raise ConfigError("--method: compare trains both methods (mae and dino); leave it out")
+    names = {f"{section}.{key}" for layer in (layered, flags) for section, values in layer.items()
+             if isinstance(values, dict) for key in values}  # fmt: skip
+    return resolve_config(layered, flags, where), tuple(sorted(names))
+
+
+def method_config(
+    base: Config, method: str, out: str = "", epochs: int | None = None, given: Collection[str] = ()
+) -> Config:
     """``base`` as a run of ``method`` into ``out``, with that method's optimizer recipe.
 
     The recipe (:data:`METHOD_TRAIN_DEFAULTS`) is applied by :func:`resolve_config`, the one place that
     applies it: every value of ``base`` is kept as if given on the command line, except the recipe's
-    own keys, which take the recipe (so MAE and DINO each train with their paper's optimizer).
+    own keys, which take the recipe (so MAE and DINO each train with their paper's optimizer). A method
+    other than MAE trains with ``--recipe paper``: the values base's MAE recipe set (e.g. the short recipe's
+    lr 1e-3 and norm_pix_loss) are left out too, except those named in ``given`` ("section.field", e.g. a
+    user's ``train.lr``: it applies to both methods) and in :data:`COMPARE_SHARED` (the batch).
     """
-    given = base.to_dict()
+    values = base.to_dict()
     for key in METHOD_TRAIN_DEFAULTS.get(method, {}):
-        del given["train"][key]
-    given["train"].update(method=method, out=str(out), **({} if epochs is None else {"epochs": epochs}))
-    return resolve_config(None, given, f"{method} run")
+        del values["train"][key]
+    if method != "mae":
+        keep = {*given, *COMPARE_SHARED}
+        for section, recipe_values in TRAIN_RECIPES.get(base.train.recipe, {}).items():
+            for key in recipe_values:
+                if f"{section}.{key}" not in keep:
+                    values[section].pop(key, None)
+        values["train"]["recipe"] = "paper"
+    values["train"].update(method=method, out=str(out), **({} if epochs is None else {"epochs": epochs}))
+    return resolve_config(None, values, f"{method} run")

@@ -12,15 +12,18 @@ from typing import Any
 
 from maelab.config.core import ConfigError, opt
 from maelab.config.evaluation import data_dir_opt, device_opt, precision_check, precision_opt, quiet_opt
+from maelab.config.pretrain import METHOD_TRAIN_DEFAULTS
 
 
 @dataclass(frozen=True)
 class RecipeCandidate:
-    """One recipe: ``overrides`` of the pretraining config, applied above :data:`RECIPE_BASE`."""
+    """One recipe: ``overrides`` of the pretraining config, applied above :data:`RECIPE_BASE`; ``default``:
+    trained by a search that names no ``--candidates`` (else only when named)."""
 
     name: str
     description: str
     overrides: dict[str, dict[str, Any]]
+    default: bool = True
 
 
 def _with(base: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -45,6 +48,14 @@ _DEFAULTS = {"train": {"batch_size": 256, "blr": 1.5e-4, "lr": 0.0, "warmup_epoc
              "model": {"norm_pix_loss": False}}  # fmt: skip
 _GUESS = {"train": {"batch_size": 128, "blr": 1.5e-4, "lr": 1.0e-3, "warmup_epochs": 1.0},
           "model": {"norm_pix_loss": True}}  # fmt: skip
+
+# DINO's candidates: DINO's paper optimizer recipe (METHOD_TRAIN_DEFAULTS["dino"]: blr 5e-4 x batch / 256, betas
+# 0.9/0.999, weight decay 0.04 -> 0.4, min lr 1e-6; not the MAE guess) at batch 64, warm-up 5 epochs (capped at a
+# quarter of the run), pinned as above; they differ only in the blur. The search fits each one's teacher momentum
+# to its planned steps (experiments.recipe_plan.fit_teacher_momentum, the rule of maelab compare).
+_DINO = {
+    "train": {"method": "dino", "batch_size": 64, "lr": 0.0, "warmup_epochs": 5.0, **METHOD_TRAIN_DEFAULTS["dino"]}
+}
 
 # name, what it tests, overrides. The lr of `guess` is absolute (--lr), so bs64 keeps it at batch 64.
 RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
@@ -79,15 +90,35 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
         "guess on a 10,000-image class-balanced subset (more epochs, fewer images)",
         _with(_GUESS, data={"subset": 10000}),
     ),
+    # DINO's CIFAR augmentation (named only: `--candidates dino-blur dino-light-blur dino-no-blur`).
+    RecipeCandidate(
+        "dino-blur",
+        "DINO, blur as maelab's DINO defaults: p (1.0, 0.1, 0.5), sigma 0.1-1.0 px",
+        _with(_DINO, dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.1, 1.0)}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "dino-light-blur",
+        "DINO, blur sigma at the reference's share of the image width: 0.1-2.0 px at 224 px -> 0.014-0.29 px at 32",
+        _with(_DINO, dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.014, 0.29)}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "dino-no-blur",
+        "DINO without blur: p (0, 0, 0)",
+        _with(_DINO, dino={"blur_prob": (0.0, 0.0, 0.0), "blur_sigma": (0.1, 1.0)}),
+        default=False,
+    ),
 )
 
 
 def candidates_by_name(names: tuple[str, ...] = (), table: tuple[RecipeCandidate, ...] = RECIPE_CANDIDATES
                        ) -> list[RecipeCandidate]:  # fmt: skip
-    """The candidates named (in the order given), or the whole table; an unknown name is a ConfigError."""
+    """The candidates named (in the order given), or the table's default ones (the MAE recipes); an unknown
+    name is a ConfigError."""
     known = {c.name: c for c in table}
     if not names:
-        return list(table)
+        return [c for c in table if c.default]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"--candidates {' '.join(unknown)}: unknown; choose from {', '.join(known)}")
@@ -107,8 +138,11 @@ class RecipeOptions:
                        "on; every score is on them, never on the test set)")  # fmt: skip
     eval_subset: int = opt(10000, "non-held-out training images whose frozen features train the k-NN / linear "
                            "probe (class-balanced, 0 = all)")  # fmt: skip
-    candidates: tuple[str, ...] = opt((), "candidates to train (default: all): "
-                                      + ", ".join(c.name for c in RECIPE_CANDIDATES), metavar="NAME")  # fmt: skip
+    candidates: tuple[str, ...] = opt(
+        (), "candidates to train (default: the MAE ones: " + ", ".join(c.name for c in RECIPE_CANDIDATES if c.default)
+        + "; trained only when named: " + ", ".join(c.name for c in RECIPE_CANDIDATES if not c.default) + ")",
+        metavar="NAME",
+    )  # fmt: skip
     seed: int = opt(0, "random seed of every candidate (init, data order, masks) and of the probes")
     device: str = device_opt()
     precision: str = precision_opt()  # of training and of the features

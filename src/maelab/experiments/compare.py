@@ -14,10 +14,12 @@ pretraining resumes from its checkpoint; see :mod:`maelab.experiments.stages`):
    which test images it got right, so the report compares encoders paired on the same images;
 4. the report (:mod:`maelab.experiments.compare_summary`): summary.md, summary.csv, plots.
 
-Each method uses its paper's optimizer recipe (:func:`maelab.config.experiments.method_config`);
-everything else (encoder, data, epochs, batch, warm-up, seed) is shared. DINO's teacher momentum is
-fitted to each DINO run's own length unless given (:func:`maelab.experiments.compare_plan.teacher_momentum`:
-DINO's 0.996 assumes ~10^5 steps and leaves a short run's teacher mostly random). The from-scratch
+MAE trains with its ``--recipe`` (the compare's default ``short``: lr 1e-3, norm_pix_loss, one warm-up epoch),
+DINO with its paper's optimizer recipe and none of the values MAE's recipe set unless they were given
+(:func:`maelab.config.experiments.method_config`); everything given (encoder, data, epochs, batch, seed, a
+--lr) is shared. DINO's teacher momentum is fitted to each DINO run's own length unless given
+(:func:`maelab.experiments.compare_plan.teacher_momentum`: DINO's 0.996 assumes ~10^5 steps and leaves a
+short run's teacher mostly random). The from-scratch
 fine-tuning baseline has no layer decay (:func:`maelab.eval.finetune.recipe_for`). Pretraining runs in a child
 process by default (:mod:`maelab.experiments.child`) so that each run's peak memory is its own.
 """
@@ -157,7 +159,8 @@ def _equal_time_run(
     if info["same_as_equal_epochs"]:
         return None, runs_dir / slow
     run = runs_dir / f"{slow}-equal-time"
-    cfg = with_teacher_momentum(method_config(base, slow, str(run), info["epochs"]), momentum, info["stop_after_steps"])
+    cfg = method_config(base, slow, str(run), info["epochs"], opts.given)
+    cfg = with_teacher_momentum(cfg, momentum, info["stop_after_steps"])
     record = _trained_run(stages, f"pretrain:{slow}-equal-time", cfg, opts, data, device, 0, info["stop_after_steps"])
     label = f"{slow.upper()} (equal time)"
     stages.put("equal_time", {**info, "run": str(run), "label": label, "train_time_s": record["train_time_s"]})
@@ -248,7 +251,7 @@ def run_compare(base: Config, opts: CompareOptions, out: str | Path, command: st
     )
     runs_dir = out / "runs"
     momentum = given_momentum(base, opts)
-    cfgs = run_configs(base, runs_dir, momentum)
+    cfgs = run_configs(base, runs_dir, momentum, opts.given)
     start = time.perf_counter()
     trained = {m: _trained_run(stages, f"pretrain:{m}", cfgs[m], opts, data, device, opts.points) for m in METHOD_NAMES}
     encoders = {m.upper(): runs_dir / m for m in METHOD_NAMES}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,13 @@ def momentum_record(used: float, cfg: Config, steps: int, stop: int | None = Non
             "teacher_init_left": round(teacher_left(used, total, steps), 4)}  # fmt: skip
 
 
-def run_configs(base: Config, runs_dir: Path, given: float | None = None) -> dict[str, Config]:
-    """{method: its equal-epoch run config into ``runs_dir/<method>``}, each with its paper's recipe and
+def run_configs(
+    base: Config, runs_dir: Path, given: float | None = None, given_values: Collection[str] = ()
+) -> dict[str, Config]:
+    """{method: its equal-epoch run config into ``runs_dir/<method>``}, each with its paper's recipe (for DINO
+    without the values only MAE's ``--recipe`` set, unless in ``given_values``: :func:`method_config`) and
     DINO's teacher momentum fitted to its length unless ``given`` (:func:`with_teacher_momentum`)."""
-    cfgs = {m: method_config(base, m, str(runs_dir / m)) for m in METHOD_NAMES}
+    cfgs = {m: method_config(base, m, str(runs_dir / m), given=given_values) for m in METHOD_NAMES}
     for cfg in cfgs.values():
         with_teacher_momentum(cfg, given)
     return cfgs

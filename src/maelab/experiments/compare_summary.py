@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from maelab.checkpoint import atomic_write_text
+from maelab.config import config_from_dict
+from maelab.config.experiments import method_config
 from maelab.eval.results import fmt, markdown_table, write_csv
-from maelab.experiments.compare_plan import MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS
+from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS
 from maelab.experiments.compare_stats import (
     RANDOM_INIT,
     RULE,
@@ -207,6 +209,23 @@ def momentum_line(records: dict[str, dict[str, Any]]) -> str:
     return f"{head}: {'; '.join(parts)}."
 
 
+def optimizer_text(settings: dict[str, Any]) -> str:
+    """Each method's optimizer as it trained (``MAE (recipe short): lr 0.001, ...; DINO (recipe paper): ...``),
+    rebuilt from the stored shared config and options by :func:`~maelab.config.experiments.method_config`, as the
+    runs were: MAE's --recipe, DINO's paper recipe, the values given to both."""
+    base = config_from_dict(settings["config"], "metrics.json")
+    parts = []
+    for method in METHOD_NAMES:
+        t = method_config(base, method, given=settings["options"].get("given", ())).train
+        batch = t.batch_size * t.accum_steps
+        lr = f"lr {t.lr:g}" if t.lr > 0 else f"lr {t.blr * batch / 256:g} (blr {t.blr:g} x {batch} / 256)"
+        decay = f"{t.weight_decay:g}" + (f" -> {t.weight_decay_end:g} (cosine)" if t.weight_decay_end >= 0 else "")
+        warmup = f"{t.warmup_epochs:g} epoch{'' if t.warmup_epochs == 1 else 's'}"
+        parts.append(f"{method.upper()} (recipe {t.recipe}): {lr}, warm-up {warmup} (at most a quarter of the run), "
+                     f"betas {tuple(t.betas)}, weight decay {decay}, min lr {t.min_lr:g}")  # fmt: skip
+    return "; ".join(parts)
+
+
 def finetune_text(finetuned: dict[str, Any], opts: dict[str, Any]) -> str:
     """The fine-tuning part of the evaluation sentence, with the layer decay each run used."""
     if not finetuned:
@@ -260,7 +279,7 @@ def write_results(
     n_test = int(frozen["data"]["test_images"])
     settings = data["settings"]["config"]
     opts = data["settings"]["options"]
-    m, t, d, dr = settings["model"], settings["train"], settings["data"], data["settings"]["dino_recipe"]
+    m, t, d = settings["model"], settings["train"], settings["data"]
     plot_paths = plot_compare(out, trained, table)
     dino_runs = {"DINO": trained["dino"]}
     if equal_time and equal_time.get("label") and equal_time.get("retrained") == "dino":
@@ -278,13 +297,11 @@ def write_results(
         "",
         f"Encoder: {m['name']} (embed {m['embed_dim']}, depth {m['encoder_depth']}, heads {m['encoder_heads']}, "
         f"patch {m['patch_size']}, {m['img_size']} px). Pretraining data: {d['subset'] or 'all'} training images of "
-        f"{d['data_dir'] or '$MAELAB_DATA'}, {t['epochs']} epochs, batch {t['batch_size']}, warm-up "
-        f"{t['warmup_epochs']:g} epochs, seed {t['seed']}. MAE: blr {t['blr']:g}, betas {tuple(t['betas'])}, weight "
-        f"decay {t['weight_decay']:g}, mask ratio {m['mask_ratio']:g}. DINO: blr {dr['blr']:g}, betas "
-        f"{tuple(dr['betas'])}, weight decay {dr['weight_decay']:g}"
-        + (f" -> {dr['weight_decay_end']:g} (cosine)" if dr.get("weight_decay_end", -1) >= 0 else "")
-        + f", min lr {dr['min_lr']:g}, "
-        f"{settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
+        f"{d['data_dir'] or '$MAELAB_DATA'}, {t['epochs']} epochs, batch {t['batch_size']}, seed {t['seed']}. "
+        + optimizer_text(data["settings"])
+        + f". MAE: mask ratio {m['mask_ratio']:g}"
+        + (", norm_pix_loss" if m.get("norm_pix_loss") else "")
+        + f". DINO: {settings['dino']['local_crops']} local crops, out dim {settings['dino']['out_dim']}.",
         "",
         momentum_line(dino_runs),
         "",

@@ -160,24 +160,31 @@ def plot_recipe(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[di
     """plots/loss_vs_time.png and plots/scores.png in ``out``.
 
     ``rows``: one per candidate in rank order (``candidate``, ``norm_pix_loss``, ``budget_s``, ``knn``,
-    ``linear``, ``score``, ``random_init_score``); ``curves``: {candidate: [{train_seconds, loss}, ...]}.
-    Loss curves are split by target: norm_pix_loss and raw-pixel losses are not on one scale.
+    ``linear``, ``score``, ``random_init_score``; ``method``, default mae); ``curves``: {candidate:
+    [{train_seconds, loss}, ...]}. Loss curves are split by target, one panel per target the candidates have:
+    norm_pix_loss, raw-pixel and DINO losses are not on one scale.
     """
     plt = _pyplot()
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, norm_pix in zip(axes, (True, False), strict=True):
+    def target(r: dict[str, Any]) -> str:
+        return "dino" if r.get("method", "mae") == "dino" else "norm_pix" if r["norm_pix_loss"] else "raw"
+
+    titles = {"norm_pix": ("target: per-patch normalised pixels (norm_pix_loss)", "training loss (masked patches)"),
+              "raw": ("target: raw pixels", "training loss (masked patches)"),
+              "dino": ("DINO (student vs teacher cross-entropy)", "training loss")}  # fmt: skip
+    panels = [t for t in titles if any(target(r) == t for r in rows)] or ["norm_pix"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
         for i, r in enumerate(rows):
-            if bool(r["norm_pix_loss"]) == norm_pix:
+            if target(r) == panel:
                 curve = curves[r["candidate"]]
                 ax.plot([c["train_seconds"] for c in curve], [c["loss"] for c in curve], color=f"C{i % 10}",
                         label=r["candidate"])  # fmt: skip
         ax.axvline(rows[0]["budget_s"], color="grey", linestyle=":", label="budget")
-        target = "per-patch normalised pixels (norm_pix_loss)" if norm_pix else "raw pixels"
-        ax.set(xlabel="training time (s)", ylabel="training loss (masked patches)", title=f"target: {target}")
+        ax.set(xlabel="training time (s)", ylabel=titles[panel][1], title=titles[panel][0])
         ax.legend(fontsize=7)
     paths.append(_save(fig, plots / "loss_vs_time.png"))
 

@@ -23,7 +23,8 @@ Results folder (``OUT``)::
     summary.md, summary.csv, metrics.json
 
 Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps; its scratch run,
-``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve),
+``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve; for
+DINO the teacher momentum, fitted to the planned steps: :func:`~maelab.experiments.recipe_plan.fit_teacher_momentum`),
 ``eval:<name>`` (the validation scores). A candidate's overrides are stored with its calibration: a
 changed candidate is refused, not mixed with old results.
 """
@@ -45,6 +46,7 @@ from maelab import rundir
 from maelab.config import Config, ConfigError
 from maelab.config.recipe import RecipeCandidate
 from maelab.experiments import child
+from maelab.experiments.compare_plan import momentum_record
 from maelab.experiments.recipe_plan import (
     CALIBRATION_RUNS,
     KNN_K,
@@ -52,6 +54,7 @@ from maelab.experiments.recipe_plan import (
     RecipePlan,
     baseline_config,
     calibration_length,
+    fit_teacher_momentum,
     images_per_step,
     loop_speed,
     peak_lr,
@@ -85,7 +88,9 @@ def measure_speed(
         runs += 1
         steps = calibration_length(speed, min_steps, min_seconds, cfg.train.log_every)
         shutil.rmtree(scratch, ignore_errors=True)  # never resume a calibration: time it from its start
-        run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, out=str(scratch)))
+        run_cfg = fit_teacher_momentum(  # DINO: fitted to this short run, as the run's to its own length
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, out=str(scratch)))
+        )
         child.train_until(scratch, run_cfg, None, isolate)
         records = rundir.read_metrics(scratch)
         speed = loop_speed(records, per_step)
@@ -149,6 +154,9 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
             "its images with maelab.data.load_data(cfg.data, 'train', ...)); its scores would not be valid"
         )
     train_s = rundir.training_seconds(records, per_step)
+    momentum = {}  # a DINO run's teacher momentum (from its own config.json), how it was chosen, what it left
+    if cfg.train.method == "dino":
+        momentum = momentum_record(rundir.load_config(run).dino.momentum_teacher, cfg, summary.steps)
     return {
         "run": str(run), "steps": summary.steps, "train_seconds": round(train_s, 2),
         "budget_use": round(train_s / calib["budget_s"], 4), "wall_time_s": summary.wall_time_s,
@@ -156,7 +164,7 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
         "warmup_steps": warmup_steps(cfg, meta["steps_per_epoch"], summary.steps), "peak_lr": peak_lr(cfg),
         "median_img_per_s": summary.median_img_per_s, "first_loss": summary.first_loss,
         "final_loss": summary.final_loss, "peak_memory_mb": summary.peak_memory_mb, "device": summary.device,
-        "precision": summary.precision,
+        "precision": summary.precision, **momentum,
         "curve": [{"step": r["step"], "loss": r["loss"],
                    "train_seconds": round(rundir.training_seconds(records, per_step, r["step"]), 2)} for r in records],
     }  # fmt: skip

@@ -4,7 +4,8 @@ short calibration run of the training loop itself, checked against the seconds t
 and the random-init baseline of the same encoder shape.
 
 Values of a candidate's config: defaults < :data:`RECIPE_BASE` < the search's options (data, holdout,
-seed, device, precision) < the candidate's overrides < its step count and run directory.
+seed, device, precision) < the candidate's overrides < its step count and run directory (and, for DINO, the
+teacher momentum fitted to that step count).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from maelab import rundir
-from maelab.config import Config, ConfigError, ModelConfig, resolve_config
+from maelab.config import Config, ConfigError, DinoConfig, ModelConfig, resolve_config
 from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
+from maelab.experiments.compare_plan import with_teacher_momentum
 from maelab.experiments.stages import Stages
 
 STATE_FILE = "recipe.json"
@@ -90,14 +92,16 @@ class RecipePlan:
         return self.out / "runs" / cand.name
 
     def config(self, cand: RecipeCandidate, steps: int = 0) -> Config:
-        """``cand``'s pretraining config (``steps`` optimizer steps, into ``OUT/runs/<name>``), validated."""
+        """``cand``'s pretraining config (``steps`` optimizer steps, into ``OUT/runs/<name>``), validated; with
+        ``steps`` (the planned ones), a DINO candidate's teacher momentum is fitted to them (:func:`fit_teacher_momentum`)."""
         values = _merge(
             self.shared_values(), cand.overrides, {"train": {"steps": steps, "out": str(self.run_dir(cand))}}
         )
         try:
-            return resolve_config(None, values, f"recipe candidate {cand.name}")
+            cfg = resolve_config(None, values, f"recipe candidate {cand.name}")
         except ConfigError as e:
             raise ConfigError(f"candidate {cand.name}: {e}") from e
+        return fit_teacher_momentum(cfg) if steps else cfg
 
     def base_config(self) -> Config:
         """The config of the shared values alone (the data and evaluation settings of every candidate)."""
@@ -136,6 +140,18 @@ def make_plan(
     for cand in plan.candidates:
         plan.config(cand)
     return plan
+
+
+def fit_teacher_momentum(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose DINO teacher momentum is fitted to its ``--steps`` by the rule of ``maelab compare``
+    (:func:`~maelab.experiments.compare_plan.with_teacher_momentum`: the teacher keeps <= 5% of its random init;
+    DINO's 0.996 assumes ~10^5 steps), unless the candidate set one (a value other than DINO's default, as the
+    compare takes it). A config of another method, or without ``--steps``, is returned as it is."""
+    if cfg.train.method != "dino" or cfg.train.steps <= 0:
+        return cfg
+    value = cfg.dino.momentum_teacher
+    given = None if value == DinoConfig().momentum_teacher else value
+    return with_teacher_momentum(dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino)), given)
 
 
 def images_per_step(cfg: Config) -> int:

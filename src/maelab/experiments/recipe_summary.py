@@ -16,6 +16,7 @@ from typing import Any
 from maelab.config import SECTIONS
 from maelab.eval.results import fmt, markdown_table, write_summary_files
 from maelab.eval.stats import compare_paired, unpack_correct
+from maelab.experiments.compare_plan import MOMENTUM_RULE
 from maelab.experiments.recipe_plan import (
     BUDGET_TOLERANCE,
     KNN_K,
@@ -96,6 +97,8 @@ def candidate_flags(overrides: dict[str, dict[str, Any]]) -> str:
             flag = "--" + flags[key].replace("_", "-")
             if isinstance(value, bool):
                 parts.append(flag if value else flag.replace("--", "--no-", 1))
+            elif isinstance(value, (tuple, list)):  # e.g. --blur-prob 1 0.1 0.5
+                parts.append(" ".join([flag, *(f"{v:g}" if isinstance(v, float) else str(v) for v in value)]))
             else:
                 parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     return " ".join(parts)
@@ -113,6 +116,7 @@ def knobs(cfg: Any) -> dict[str, Any]:
     """The knobs the search varies, as they were in the candidate's config."""
     m, d, t = cfg.model, cfg.data, cfg.train
     return {
+        "method": t.method,
         "batch": t.batch_size * t.accum_steps, "lr": t.lr if t.lr > 0 else t.blr * t.batch_size * t.accum_steps / 256,
         "warmup_epochs": t.warmup_epochs, "norm_pix_loss": m.norm_pix_loss, "encoder": encoder_shape(cfg),
         "decoder": f"{m.decoder_embed_dim}x{m.decoder_depth}", "mask_ratio": m.mask_ratio,
@@ -135,7 +139,7 @@ def collect_rows(plan: RecipePlan, results: dict[str, dict[str, Any]]) -> list[d
             steps=run["steps"], warmup_steps=run["warmup_steps"], budget_s=c["budget_s"],
             train_seconds=run["train_seconds"], budget_use=run["budget_use"],
             budget_flag=budget_flag(run["budget_use"]), train_img_per_s=run["median_img_per_s"], epochs=run["epochs"],
-            final_loss=run["final_loss"],
+            final_loss=run["final_loss"], momentum_teacher=run.get("momentum_teacher"),
         )  # fmt: skip
         for m in METRICS:
             row.update({f"{m}_{p}": r["val"][m][p] for p in POOLINGS})
@@ -153,9 +157,11 @@ def knobs_table(plan: RecipePlan, rows: list[dict[str, Any]]) -> str:
     desc = {c.name: c.description for c in plan.candidates}
     headers = ["candidate", "batch", "peak lr", "warm-up (ep / steps)", "norm_pix", "encoder", "decoder",
                "train images", "what it tests"]  # fmt: skip
+    mae = [r.get("method", "mae") == "mae" for r in rows]  # DINO has no decoder and no pixel target
     cells = [[r["candidate"], r["batch"], f"{r['lr']:.3g}", f"{r['warmup_epochs']:g} / {r['warmup_steps']}",
-              "yes" if r["norm_pix_loss"] else "no", r["encoder"], r["decoder"],
-              r["train_images"], desc[r["candidate"]]] for r in rows]  # fmt: skip
+              ("yes" if r["norm_pix_loss"] else "no") if is_mae else "- (DINO)", r["encoder"],
+              r["decoder"] if is_mae else "-", r["train_images"], desc[r["candidate"]]]
+             for r, is_mae in zip(rows, mae, strict=True)]  # fmt: skip
     return markdown_table(headers, cells, align="lrrrlllrl")
 
 
@@ -178,6 +184,15 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(headers, cells, align="rlrrrrrrrrrrrrl")
 
 
+def momentum_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """For DINO candidates, one line: each one's teacher momentum, fitted to its planned steps (or given)."""
+    dino = [r for r in rows if r.get("momentum_teacher") is not None]
+    if not dino:
+        return []
+    each = "; ".join(f"`{r['candidate']}` {r['momentum_teacher']:.4f} ({r['planned_steps']} steps)" for r in dino)
+    return ["", f"DINO teacher momentum m0 ({MOMENTUM_RULE}, unless the candidate sets one): {each}."]
+
+
 def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Whether every candidate trained for its budget: the ones whose training seconds were outside
     :data:`BUDGET_TOLERANCE` of it, named with their seconds and share, or one line saying none was."""
@@ -197,11 +212,14 @@ def winner_lines(plan: RecipePlan, rows: list[dict[str, Any]], m: dict[str, Any]
     """The winner, its flags, its margin over the runner-up (paired, per metric) and the verdict."""
     w = rows[0]
     overrides = next(c.overrides for c in plan.candidates if c.name == w["candidate"])
+    dino = w.get("method") == "dino"
     lines = [f"**Winner: `{w['candidate']}`**, score {w['score']:.2f} (k-NN {w['knn']:.2f}% {w['knn_pooling']}, "
              f"linear {w['linear']:.2f}% {w['linear_pooling']}; {w['over_random_init']:+.2f} points over the random "
              "init of its encoder).", "",
-             f"Its recipe as flags (on the ref model, patch 4, mask 0.75; add --steps or --epochs for your budget): "
-             f"`{candidate_flags(overrides)}`"]  # fmt: skip
+             f"Its recipe as flags (on the ref model, patch 4{'' if dino else ', mask 0.75'}; add --steps or --epochs "
+             "for your budget" + (f", and a --momentum-teacher fitted to them: {w['momentum_teacher']:.4f} for its "
+             f"{w['steps']} steps" if dino and w.get("momentum_teacher") is not None else "")
+             + f"): `{candidate_flags(overrides)}`"]  # fmt: skip
     if m is None:
         return lines + ["", "Only one candidate: nothing to compare it with."]
     lines += [
@@ -246,9 +264,9 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
         "## Results (ranked)", "", results_table(rows), *budget_lines(rows), "",
         "img/s (calib.): the calibration; train s: training seconds actually used (% of the budget, flagged "
         f"outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%}); epochs: "
-        "passes over the candidate's training images. Losses of norm_pix_loss and raw-pixel candidates are over "
-        "different targets and are not comparable. vs winner: paired tests on the validation images at the "
-        "winner's poolings (worse / better beyond noise, or tie).", "",
+        "passes over the candidate's training images. Losses of norm_pix_loss, raw-pixel and DINO candidates are "
+        "over different targets and are not comparable. vs winner: paired tests on the validation images at the "
+        "winner's poolings (worse / better beyond noise, or tie).", *momentum_lines(rows), "",
         "## Winner", "", *winner_lines(plan, rows, m, info["test_images"]), "",
         "## Figures", "", "![loss against training time](plots/loss_vs_time.png)", "",
         "![scores](plots/scores.png)", "",

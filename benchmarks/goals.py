@@ -1,0 +1,59 @@
+"""Issue 15's goals for pretraining on a 2-core CPU, read from committed results (never typed in).
+
+For each results folder (a run's ``run/summary.json`` and ``eval/{knn,linear}.json`` on the full test
+set), the better pooling of each protocol against the random-init encoder of the same shape and the
+same pooling (paired, same 10,000 test images), and the distance to the goal of its budget.
+
+    python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60 > results/goals.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# minutes of pretraining -> (linear goal, k-NN k=20 goal); both also need >= 15 points over random init.
+GOALS = {15: (62.0, 50.0), 60: (66.0, 55.0)}
+MARGIN_GOAL = 15.0
+
+
+def best(results: list[dict]) -> dict:
+    """The evaluated encoder's row of its better pooling (higher accuracy)."""
+    rows = [r for r in results if r["role"] == "evaluated"]
+    return max(rows, key=lambda r: r["vs_random_init"]["accuracy_a"])
+
+
+def rows_for(folder: Path, minutes: int) -> list[str]:
+    """Markdown rows (k-NN, linear) of one results folder."""
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    linear_goal, knn_goal = GOALS[minutes]
+    out = []
+    for protocol, goal in (("knn", knn_goal), ("linear", linear_goal)):
+        report = json.loads((folder / "eval" / f"{protocol}.json").read_text())
+        assert report["data"]["test_subset"] == "all", f"{folder}: {protocol} is not on the full test set"
+        v = best(report["results"])["vs_random_init"]
+        name = "k-NN k=20" if protocol == "knn" else "linear"
+        reached = "yes" if v["accuracy_a"] >= goal and v["difference"] >= MARGIN_GOAL else "no"
+        out.append(
+            f"| {minutes} min | {summary['steps']} | {summary['train_time_s']:.0f} | {name} | {v['pooling']} | "
+            f"{v['accuracy_a']:.2f} | {v['accuracy_b']:.2f} | {v['difference']:+.2f} [{v['ci_low']:+.2f}, "
+            f"{v['ci_high']:+.2f}], p {v['p_value']:.0e} | >= {goal:g}, >= +{MARGIN_GOAL:g} | "
+            f"{v['accuracy_a'] - goal:+.2f} / {v['difference'] - MARGIN_GOAL:+.2f} | {reached} |"
+        )
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Print the goals table for ``FOLDER:MINUTES`` arguments."""
+    print("| budget | steps | training s | protocol | better pooling | MAE | random init (same pooling) | "
+          "difference [paired 95% CI], McNemar p | goal | distance (score / margin) | reached |")  # fmt: skip
+    print("|---|---:|---:|---|---|---:|---:|---|---|---|---|")
+    for arg in argv:
+        folder, minutes = arg.rsplit(":", 1)
+        print("\n".join(rows_for(Path(folder), int(minutes))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
