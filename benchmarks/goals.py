@@ -4,7 +4,10 @@ For each results folder (a run's ``run/summary.json`` and ``eval/{knn,linear}.js
 set), the better pooling of each protocol against the random-init encoder of the same shape and the
 same pooling (paired, same 10,000 test images), and the distance to the goal of its budget.
 
-    python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60 > results/goals.md
+    python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60
+
+Then each later folder against the one before it, same protocol and pooling, paired on the same images:
+what the longer run bought.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from maelab.eval.stats import compare_paired, unpack_correct
 
 # minutes of pretraining -> (linear goal, k-NN k=20 goal); both also need >= 15 points over random init.
 GOALS = {15: (62.0, 50.0), 60: (66.0, 55.0)}
@@ -44,14 +49,41 @@ def rows_for(folder: Path, minutes: int) -> list[str]:
     return out
 
 
+def correct(folder: Path, protocol: str, pooling: str) -> tuple[float, object]:
+    """(top-1, per-image correctness (N,) bool) of the evaluated encoder of ``folder`` (k-NN: k=20)."""
+    report = json.loads((folder / "eval" / f"{protocol}.json").read_text())
+    row = next(r for r in report["results"] if r["role"] == "evaluated" and r["pooling"] == pooling)
+    flags = row["test_correct"]["20"] if protocol == "knn" else row["test_correct"]
+    return row["vs_random_init"]["accuracy_a"], unpack_correct(flags)
+
+
+def longer_vs_shorter(short: Path, long: Path) -> list[str]:
+    """Lines: the longer run minus the shorter one for each protocol and pooling, paired."""
+    out = []
+    for protocol in ("knn", "linear"):
+        for pooling in ("cls", "mean"):
+            (_, a), (_, b) = correct(long, protocol, pooling), correct(short, protocol, pooling)
+            c = compare_paired(a, b)
+            out.append(
+                f"- {long.name} - {short.name}, {protocol} ({pooling}): {c.accuracy_a:.2f} vs {c.accuracy_b:.2f}, "
+                f"{c.difference:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}], McNemar p {c.p_value:.0e}"
+            )
+    return out
+
+
 def main(argv: list[str]) -> int:
     """Print the goals table for ``FOLDER:MINUTES`` arguments."""
-    print("| budget | steps | training s | protocol | better pooling | MAE | random init (same pooling) | "
+    print("| goal for | steps | training s | protocol | better pooling | MAE | random init (same pooling) | "
           "difference [paired 95% CI], McNemar p | goal | distance (score / margin) | reached |")  # fmt: skip
     print("|---|---:|---:|---|---|---:|---:|---|---|---|---|")
+    folders = []
     for arg in argv:
         folder, minutes = arg.rsplit(":", 1)
+        folders.append(Path(folder))
         print("\n".join(rows_for(Path(folder), int(minutes))))
+    print()
+    for short, long in zip(folders[:-1], folders[1:], strict=True):
+        print("\n".join(longer_vs_shorter(short, long)))
     return 0
 
 
