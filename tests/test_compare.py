@@ -4,6 +4,7 @@ tiny end-to-end run that resumes."""
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ from maelab.config import (
 )
 from maelab.eval.results import two_se, versus
 from maelab.eval.stats import pack_correct
-from maelab.experiments import child
+from maelab.experiments import child, compare_plan
 from maelab.experiments.compare import run_compare
 from maelab.experiments.compare_plan import (
     MOMENTUM_RULE,
@@ -133,7 +134,7 @@ def test_compare_help_states_the_default_budget() -> None:
     assert "--recipe short" in text and "781 steps" in text and "~50 min" in text and "~6 min" in text
 
 
-def test_teacher_momentum_is_fitted_to_each_run_length_unless_given() -> None:
+def test_teacher_momentum_is_fitted_to_each_run_length_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
     # A full run of T steps: suggest_momentum(T), the teacher keeps <= 5% of its init; a short run gets a lower m0.
     for steps in (4, 31, 120, 1000):
         assert teacher_momentum(steps) == suggest_momentum(steps, 0.05)
@@ -144,24 +145,48 @@ def test_teacher_momentum_is_fitted_to_each_run_length_unless_given() -> None:
     assert teacher_left(cut, 100, 31) <= 0.05 and teacher_momentum(31) < cut < teacher_momentum(100)
     assert teacher_left(0.996, 100, 31) > 0.5  # what DINO's default would have left: a near-random teacher
 
-    def dino(**given: object):  # --steps fixes the schedule length without reading any data
+    monkeypatch.setattr(compare_plan, "steps_per_epoch", lambda cfg: 781)  # no data read
+
+    def dino(**given: object):  # --steps fixes the schedule length
         cfg = resolve_config(None, {"train": {"method": "dino", "steps": 31}, "dino": given}, "test")
         return cfg, CompareOptions()
 
     cfg, opts = dino()
     assert given_momentum(cfg, opts) is None
-    assert with_teacher_momentum(cfg, None).dino.momentum_teacher == pytest.approx(teacher_momentum(31))
-    rec = momentum_record(cfg.dino.momentum_teacher, cfg, 31)
+    fitted = with_teacher_momentum(copy.deepcopy(cfg), None).dino
+    assert fitted.momentum_teacher == pytest.approx(teacher_momentum(31))
+    rec = momentum_record(fitted, cfg, 31)
     assert rec["momentum_rule"] == "fitted to the run length" and rec["teacher_init_left"] <= 0.05
     # A value the user gave wins (flag / config file, or the option), and the record says so.
     cfg, opts = dino(momentum_teacher=0.99)
     assert given_momentum(cfg, opts) == 0.99
     assert with_teacher_momentum(cfg, given_momentum(cfg, opts)).dino.momentum_teacher == 0.99
-    assert momentum_record(0.99, cfg, 31)["momentum_rule"] == "given"
+    assert momentum_record(cfg.dino, cfg, 31)["momentum_rule"] == "given"
     cfg, _ = dino()
     assert given_momentum(cfg, CompareOptions(momentum_teacher=0.996)) == 0.996
     mae = resolve_config(None, {"train": {"steps": 31}}, "test")
     assert with_teacher_momentum(mae, None).dino.momentum_teacher == 0.996  # MAE runs are left alone
+
+
+def test_short_run_warmups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DINO's 1-epoch last-layer freeze and 10-epoch teacher-temperature warm-up shrink with the run: a
+    1-epoch run freezes the last layer 1% of its steps (not all of them), as DINO's 100-epoch schedule does;
+    values the user gave are kept, and the record says what the run used."""
+    monkeypatch.setattr(compare_plan, "steps_per_epoch", lambda cfg: 781)  # 50,000 // 64, without reading data
+
+    def dino(**given: object):
+        return resolve_config(None, {"train": {"method": "dino", "steps": 781}, "dino": given}, "test")
+
+    fitted = with_teacher_momentum(dino(), None).dino  # 781 steps = 1 epoch
+    assert fitted.freeze_last_layer == pytest.approx(0.01) and fitted.warmup_teacher_temp_epochs == pytest.approx(0.1)
+    rec = momentum_record(fitted, dino(), 781)
+    assert rec["freeze_last_layer"] == pytest.approx(0.01) and rec["warmup_teacher_temp_epochs"] == pytest.approx(0.1)
+    kept = with_teacher_momentum(dino(freeze_last_layer=0.5), None).dino
+    assert kept.freeze_last_layer == 0.5 and kept.warmup_teacher_temp_epochs == pytest.approx(0.1)
+    long = resolve_config(None, {"train": {"method": "dino", "steps": 781 * 200}}, "test")
+    assert with_teacher_momentum(long, None).dino.freeze_last_layer == 1.0  # a run as long as DINO's: untouched
+    # What the model makes of it: the freeze lasts round(0.01 * 781) = 8 of the 781 steps.
+    assert round(fitted.freeze_last_layer * 781) == 8
 
 
 def _flags(n: int, right: int, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,7 @@ from maelab.config import (
     RecipeOptions,
 )
 from maelab.eval.stats import pack_correct
-from maelab.experiments import child, recipe, recipe_plan, recipe_summary
+from maelab.experiments import child, compare_plan, recipe, recipe_plan, recipe_summary
 from maelab.experiments.compare_plan import teacher_left, teacher_momentum
 from maelab.experiments.recipe_plan import (
     CALIBRATION_RUNS,
@@ -102,7 +102,10 @@ def _flat(cfg: Any) -> dict[str, Any]:
     return {f"{section}.{key}": v for section, values in cfg.to_dict().items() for key, v in values.items()}
 
 
-def test_dino_blur_candidates_differ_only_in_the_blur(folder: Path, tmp_path: Path) -> None:
+def test_dino_blur_candidates_differ_only_in_the_blur(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compare_plan, "steps_per_epoch", lambda cfg: 781)  # planning only: no data read
     plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=DINO_BLUR))
     assert [c.name for c in plan.candidates] == list(DINO_BLUR) and not any(c.default for c in plan.candidates)
     for steps in (0, 140):  # as resolved, and with the planned steps (and the momentum fitted to them)
@@ -124,7 +127,10 @@ def test_dino_blur_candidates_differ_only_in_the_blur(folder: Path, tmp_path: Pa
     assert candidate_flags(plan.candidates[2].overrides).endswith("--blur-prob 0 0 0 --blur-sigma 0.1 1")
 
 
-def test_a_dino_candidates_teacher_momentum_is_fitted_to_its_planned_steps(folder: Path, tmp_path: Path) -> None:
+def test_a_dino_candidates_teacher_momentum_is_fitted_to_its_planned_steps(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compare_plan, "steps_per_epoch", lambda cfg: 781)  # planning only: no data read
     plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=("dino-blur", "bs64")))
     dino, mae = plan.candidates
     assert plan.config(dino).dino.momentum_teacher == DinoConfig().momentum_teacher  # steps not known yet

@@ -71,7 +71,7 @@ def _train_record(run: Path, cfg: Config, stop: int | None = None) -> dict[str, 
 
     momentum = {}
     if cfg.train.method == "dino":
-        momentum = momentum_record(rundir.load_config(run).dino.momentum_teacher, cfg, meta["step"], stop)
+        momentum = momentum_record(rundir.load_config(run).dino, cfg, meta["step"], stop)
     return {
         "run": str(run), "method": cfg.train.method, "epochs": round(epochs, 4), "steps": meta["step"],
         "steps_per_epoch": meta["steps_per_epoch"], "wall_time_s": get("wall_time_s"),

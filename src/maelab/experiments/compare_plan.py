@@ -25,6 +25,12 @@ MOMENTUM_RULE = (
     f"teacher momentum m0 chosen so that the teacher keeps <= {TEACHER_INIT_LEFT:.0%} of its random init at the end of "
     "the run"
 )
+DINO_SCHEDULE_EPOCHS = 100  # the DINO schedule (ViT-S/16, 100 epochs) its 1-epoch freeze and temperature warm-up belong to
+SHORT_RUN_WARMUPS = ("freeze_last_layer", "warmup_teacher_temp_epochs")  # DinoConfig fields counted in epochs
+WARMUP_RULE = (
+    f"DINO's last-layer freeze and teacher-temperature warm-up take the share of the run they take of DINO's "
+    f"{DINO_SCHEDULE_EPOCHS}-epoch schedule"
+)
 MOMENTUM_FORMULA = (
     f"(the EMA momentum rises from m0 to 1 on a cosine; m0 = 1 - 2 ln({1 / TEACHER_INIT_LEFT:g}) / T for a run of T "
     "steps, lower for a run cut before the end of its schedule)"
@@ -80,24 +86,42 @@ def teacher_left(momentum: float, schedule_steps: int, run_steps: int | None = N
 
 def with_teacher_momentum(cfg: Config, given: float | None, stop: int | None = None) -> Config:
     """``cfg`` with, for a DINO run, the teacher momentum ``given`` or else :func:`teacher_momentum` of the
-    run's own length (cut at step ``stop`` if given); set in place, returned for chaining."""
+    run's own length (cut at step ``stop`` if given), and the warm-ups shrunk to the run
+    (:func:`with_short_run_warmups`); set in place, returned for chaining."""
     if cfg.train.method == "dino":
-        cfg.dino.momentum_teacher = given if given is not None else teacher_momentum(schedule_steps(cfg), stop)
+        total = schedule_steps(cfg)
+        cfg.dino.momentum_teacher = given if given is not None else teacher_momentum(total, stop)
+        with_short_run_warmups(cfg, total / max(1, steps_per_epoch(cfg)))
     return cfg
 
 
-def momentum_record(used: float, cfg: Config, steps: int, stop: int | None = None) -> dict[str, Any]:
-    """What a DINO run's record says of its teacher momentum: the value ``used`` (from the run's own
-    config.json), how it was chosen, and the share of the random init the teacher kept after ``steps``."""
-    total = schedule_steps(cfg)
+def with_short_run_warmups(cfg: Config, run_epochs: float) -> Config:
+    """``cfg`` with DINO's epoch-counted warm-ups (``freeze_last_layer``, ``warmup_teacher_temp_epochs``) taking
+    the share of a ``run_epochs``-epoch run that they take of DINO's :data:`DINO_SCHEDULE_EPOCHS`-epoch schedule,
+    for a run shorter than that; a value other than DINO's default is taken as given and kept. Without it a
+    1-epoch run would keep the head's last layer frozen at its random init for the whole run. In place."""
+    share = min(1.0, run_epochs / DINO_SCHEDULE_EPOCHS)
+    default = DinoConfig()
+    for name in SHORT_RUN_WARMUPS:
+        if getattr(cfg.dino, name) == getattr(default, name):
+            setattr(cfg.dino, name, getattr(default, name) * share)
+    return cfg
+
+
+def momentum_record(run_dino: DinoConfig, cfg: Config, steps: int, stop: int | None = None) -> dict[str, Any]:
+    """What a DINO run's record says of its teacher: the momentum it used (``run_dino``, from the run's own
+    config.json), how it was chosen, the share of the random init the teacher kept after ``steps``, and
+    the epoch-counted warm-ups it ran with (:func:`with_short_run_warmups`)."""
+    used, total = run_dino.momentum_teacher, schedule_steps(cfg)
     if math.isclose(used, teacher_momentum(total, stop), abs_tol=1e-9):
         rule = "fitted to the run length"
     elif math.isclose(used, cfg.dino.momentum_teacher, abs_tol=1e-9):
         rule = "given"
     else:
         rule = "as the run started (an older maelab)"
+    warmups = {name: round(getattr(run_dino, name), 6) for name in SHORT_RUN_WARMUPS}
     return {"momentum_teacher": round(used, 6), "momentum_rule": rule,
-            "teacher_init_left": round(teacher_left(used, total, steps), 4)}  # fmt: skip
+            "teacher_init_left": round(teacher_left(used, total, steps), 4), **warmups}  # fmt: skip
 
 
 def run_configs(

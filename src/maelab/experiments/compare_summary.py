@@ -15,7 +15,7 @@ from maelab.checkpoint import atomic_write_text
 from maelab.config import config_from_dict
 from maelab.config.experiments import method_config
 from maelab.eval.results import fmt, markdown_table, write_csv
-from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS
+from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS, WARMUP_RULE
 from maelab.experiments.compare_stats import (
     RANDOM_INIT,
     RULE,
@@ -199,14 +199,19 @@ def momentum_line(records: dict[str, dict[str, Any]]) -> str:
             parts.append(f"{label}: not recorded (a run of an older maelab: DINO's default 0.996 unless given)")
             continue
         rules.add(r["momentum_rule"])
+        warmups = ""
+        if "freeze_last_layer" in r:
+            warmups = (f"; last layer frozen {r['freeze_last_layer']:.3g} epochs, teacher temperature warmed up over "
+                       f"{r['warmup_teacher_temp_epochs']:.3g} epochs")  # fmt: skip
         parts.append(
             f"{label}: m0 = {r['momentum_teacher']:.4g} ({r['momentum_rule']}) over {r['steps']} steps, the teacher "
-            f"keeps {r['teacher_init_left']:.1%} of its random init at the end"
+            f"keeps {r['teacher_init_left']:.1%} of its random init at the end{warmups}"
         )
     head = (
         f"DINO {MOMENTUM_RULE} {MOMENTUM_FORMULA}" if "fitted to the run length" in rules else "DINO teacher momentum"
     )
-    return f"{head}: {'; '.join(parts)}."
+    tail = f" {WARMUP_RULE}, unless given." if any("freeze_last_layer" in r for r in records.values()) else ""
+    return f"{head}: {'; '.join(parts)}.{tail}"
 
 
 def optimizer_text(settings: dict[str, Any]) -> str:

@@ -156,7 +156,7 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
     train_s = rundir.training_seconds(records, per_step)
     momentum = {}  # a DINO run's teacher momentum (from its own config.json), how it was chosen, what it left
     if cfg.train.method == "dino":
-        momentum = momentum_record(rundir.load_config(run).dino.momentum_teacher, cfg, summary.steps)
+        momentum = momentum_record(rundir.load_config(run).dino, cfg, summary.steps)
     return {
         "run": str(run), "steps": summary.steps, "train_seconds": round(train_s, 2),
         "budget_use": round(train_s / calib["budget_s"], 4), "wall_time_s": summary.wall_time_s,
