@@ -142,8 +142,41 @@ def add_recipe_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_recipe)
 
 
+# ------------------------------------------------------------------------------------ seeds
+def cmd_seeds(args: argparse.Namespace) -> int:
+    """Combine finished sweeps of several seeds; prints the summary and where it is."""
+    from maelab.experiments.seeds import write_seeds
+
+    for folder in args.sweeps:
+        if not Path(folder).is_dir():
+            raise SystemExit(f"maelab seeds: {folder}: no such directory")
+    summary = write_seeds([Path(f) for f in args.sweeps], Path(args.out), _command_line())
+    print(summary.read_text(), end="")
+    print(f"results: {args.out} (summary.md, seeds.json)")
+    return 0
+
+
+def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``maelab seeds``."""
+    from maelab.experiments.seeds import MIN_SEEDS
+
+    p = sub.add_parser(
+        "seeds",
+        help="read finished mask-ratio sweeps of different --seed together: seed spread and decided verdicts",
+        description="Read several finished `maelab sweep` folders that differ only in --seed and report, for each "
+        "view, ratio and metric, the accuracy of every seed with its mean and SD over seeds, and for every pair of "
+        "ratios (and each ratio vs the random init) the paired difference per seed and its 95% t-interval over "
+        f"seeds. A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond noise in "
+        "the same direction and a seed interval that excludes 0. Writes OUT/summary.md and OUT/seeds.json.",
+    )
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep folders, one per seed")
+    p.add_argument("--out", default="runs/sweep-seeds", help="results folder (default: %(default)s)")
+    p.set_defaults(func=cmd_seeds)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``maelab sweep``, ``maelab compare`` and ``maelab recipe`` on the ``maelab`` subcommand parser."""
+    """Register ``maelab sweep``, ``compare``, ``recipe`` and ``seeds`` on the ``maelab`` subcommand parser."""
     add_sweep_parser(sub)
     add_compare_parser(sub)
     add_recipe_parser(sub)
+    add_seeds_parser(sub)

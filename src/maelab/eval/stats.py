@@ -8,6 +8,8 @@ errors. Both tests here look only at the images on which the two disagree.
 - :func:`paired_bootstrap`: percentile interval of the accuracy difference, resampling images.
 - :func:`pack_correct` / :func:`unpack_correct`: a compact JSON form of the per-image flags, so that
   reports keep which images an encoder got right and later comparisons need no re-evaluation.
+- :func:`seed_spread`: mean, standard deviation and 95% t-interval of a quantity measured once per
+  seed (the paired tests above cover test-image noise only; another seed is another pretraining).
 """
 
 from __future__ import annotations
@@ -131,3 +133,41 @@ def unpack_correct(packed: dict[str, Any]) -> np.ndarray:
     if raw.size != (n + 7) // 8:
         raise ValueError(f"packed correctness: {raw.size} bytes cannot hold exactly {n} flags")
     return np.unpackbits(raw, count=n).astype(bool)
+
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (standard table values); beyond 30, 2.042
+# (the value at 30) is used, which is slightly conservative.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """A quantity measured once per seed: ``n`` seeds, their mean, sample standard deviation (n - 1) and
+    the 95% t-interval of the mean; ``sd`` and the interval are None with fewer than 2 seeds."""
+
+    n: int
+    mean: float
+    sd: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+    def excludes_zero(self) -> bool:
+        """Whether the seed interval lies entirely on one side of 0 (False without an interval)."""
+        return self.ci_low is not None and self.ci_high is not None and (self.ci_low > 0 or self.ci_high < 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_spread(values: ArrayLike) -> SeedSpread:
+    """Mean, SD and 95% t-interval over seeds of ``values`` (one per seed, (S,)): mean +- t(S-1) SD / sqrt(S)."""
+    a = np.asarray(values, dtype=float).ravel()
+    if a.size == 0:
+        raise ValueError("seed_spread needs at least one value")
+    mean = float(a.mean())
+    if a.size < 2:
+        return SeedSpread(1, mean, None, None, None)
+    sd = float(a.std(ddof=1))
+    half = T_975[min(a.size - 1, len(T_975)) - 1] * sd / math.sqrt(a.size)
+    return SeedSpread(int(a.size), mean, sd, mean - half, mean + half)

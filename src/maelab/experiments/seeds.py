@@ -1,0 +1,217 @@
+"""Several seeds of one mask-ratio sweep read together: the seed spread of every accuracy, and verdicts
+that need more than one seed (``maelab seeds``).
+
+Each folder is one finished ``maelab sweep`` with its own ``--seed`` and otherwise the same settings
+(checked: ratios, data, recipe, evaluation). For every view (equal epochs, equal time), ratio and metric
+(linear probe and k-NN at each pooling, fine-tune) the accuracy per seed and its mean +- SD over seeds.
+For every pair (ratio A vs ratio B, and each ratio vs the random-init encoder of the same seed and
+pooling) the paired difference on the same test images within each seed
+(:func:`maelab.eval.stats.compare_paired`), and over seeds the mean difference with its 95% t-interval
+(:func:`maelab.eval.stats.seed_spread`). Paired tests cover test-image noise only; another seed is
+another pretraining, so "A beats B" is *decided* only with at least :data:`MIN_SEEDS` seeds, every
+seed's paired test significant in the same direction, AND the seed interval excluding 0. A seed
+interval that includes 0 is a tie (given with its interval); anything else is "not decided".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from maelab.config import ConfigError
+from maelab.eval.results import markdown_table
+from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
+from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
+
+MIN_SEEDS = 3  # issue 15: rankings that decide a claim use >= 3 seeds
+RANDOM_LABEL = "random init"
+# Settings that may differ between the seeds of one sweep (everything else must be equal).
+FREE_SETTINGS = ("pretrain.train.seed", "pretrain.train.out", "pretrain.train.quiet", "pretrain.data.data_dir")
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """A vs B over seeds: the per-seed paired comparisons, the spread of their differences (points), the
+    winner's name when decided (else None) and the sentence that says so."""
+
+    per_seed: tuple[PairedComparison, ...]
+    spread: SeedSpread
+    winner: str | None
+    text: str
+
+
+def seed_verdict(
+    name_a: str, name_b: str, per_seed: Sequence[PairedComparison], min_seeds: int = MIN_SEEDS
+) -> SeedVerdict:
+    """Judge A vs B from one paired comparison per seed (same test images within a seed), by the rule of
+    the module docstring."""
+    spread = seed_spread([c.difference for c in per_seed])
+    numbers = f"{name_a} - {name_b} {spread.mean:+.2f} points over {spread.n} seed{'s' if spread.n > 1 else ''}"
+    if spread.sd is not None:
+        numbers += f" (SD {spread.sd:.2f}, 95% t-interval [{spread.ci_low:+.2f}, {spread.ci_high:+.2f}])"
+    numbers += " (per seed, paired: " + "; ".join(f"{c.difference:+.2f} p {c.p_value:.2g}" for c in per_seed) + ")"
+    agree = all(c.significant() and (c.difference > 0) == (spread.mean > 0) for c in per_seed)
+    winner = None
+    if spread.n < min_seeds:
+        text = f"not decided: {numbers}; fewer than {min_seeds} seeds"
+    elif not spread.excludes_zero():
+        text = f"tie: {numbers}"
+    elif not agree:
+        text = f"not decided: {numbers}, but not every seed's paired test agrees"
+    else:
+        winner = name_a if spread.mean > 0 else name_b
+        text = f"{winner} beats {name_b if winner == name_a else name_a} (decided): {numbers}, every seed beyond noise"
+    return SeedVerdict(tuple(per_seed), spread, winner, text)
+
+
+# ------------------------------------------------------------------------------------ reading sweeps
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Each folder's ``metrics.json`` (a finished sweep), checked to be seeds of one sweep: a ConfigError
+    names the folder and the setting that differs, or the seed given twice."""
+    sweeps, seeds = [], {}
+    for folder in folders:
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise ConfigError(f"{folder}: no metrics.json (not a finished maelab sweep)")
+        m = json.loads(path.read_text())
+        if "rows" not in m or "evaluations" not in m:
+            raise ConfigError(f"{path}: no rows / evaluations (not a finished maelab sweep)")
+        seed = m["settings"]["pretrain"]["train"]["seed"]
+        if seed in seeds:
+            raise ConfigError(f"{folder} and {seeds[seed]} are both --seed {seed}: give each seed once")
+        seeds[seed] = folder
+        sweeps.append({**m, "folder": str(folder), "seed": seed})
+    first = _flat(sweeps[0]["settings"])
+    for s in sweeps[1:]:
+        other = _flat(s["settings"])
+        for key in sorted(set(first) | set(other)):
+            if key not in FREE_SETTINGS and first.get(key) != other.get(key):
+                raise ConfigError(
+                    f"{s['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
+                    f"{sweeps[0]['folder']}: not seeds of the same sweep"
+                )
+    return sweeps
+
+
+def metrics(sweep: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
+    """(row key, evaluation kind, pooling, label) of every accuracy a sweep holds: linear and k-NN at each
+    pooling (k=20 when evaluated), fine-tune when run."""
+    ev = sweep["settings"]["eval"]
+    k = "20" if 20 in ev["ks"] else str(ev["ks"][0])
+    out: list[tuple[str, str, str | None, str]] = [(f"linear_{p}", "linear", p, f"linear {p}") for p in ev["poolings"]]
+    out += [(f"knn{k}_{p}", "knn", p, f"k-NN k={k} {p}") for p in ev["poolings"]]
+    if ev.get("finetune_epochs"):
+        out.append(("finetune", "finetune", None, "fine-tune"))
+    return out
+
+
+def flags(sweep: dict[str, Any], point: str, kind: str, pooling: str | None, key: str) -> Any:
+    """The (N,) per-image test flags of one evaluation (``point`` e.g. ``mr0.75``), or None if not stored."""
+    report = sweep["evaluations"].get(point, {}).get(kind) or {}
+    if kind == "finetune":
+        packed = report.get("test_correct")
+    else:
+        row = next((r for r in report.get("results", []) if r["pooling"] == pooling), {})
+        packed = row.get("test_correct")
+        if kind == "knn" and packed:
+            packed = packed.get(key.removeprefix("knn").split("_")[0])
+    return None if packed is None else unpack_correct(packed)
+
+
+def _points(sweep: dict[str, Any], view: str) -> dict[str, str]:
+    """{label: evaluation point} of one view's rows, with the random init last."""
+    out = {f"mask {r['ratio']:g}": r["point"] for r in sweep["rows"] if r.get("view") == view and r.get("point")}
+    return {**out, RANDOM_LABEL: RANDOM_INIT}
+
+
+# ------------------------------------------------------------------------------------ combining
+def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
+    """{view: {"table": {label: {metric label: {per_seed, spread}}}, "pairs": [...]}} over the seeds."""
+    out: dict[str, Any] = {}
+    for view in VIEWS:
+        points = [_points(s, view) for s in sweeps]
+        labels = [lbl for lbl in points[0] if all(lbl in p for p in points)]
+        table: dict[str, dict[str, Any]] = {lbl: {} for lbl in labels}
+        pairs: list[dict[str, Any]] = []
+        for key, kind, pooling, mlabel in metrics(sweeps[0]):
+            per = {
+                lbl: [flags(s, p[lbl], kind, pooling, key) for s, p in zip(sweeps, points, strict=True)]
+                for lbl in labels
+            }
+            have = [lbl for lbl in labels if all(f is not None for f in per[lbl])]
+            for lbl in have:
+                acc = [float(f.mean() * 100) for f in per[lbl]]
+                table[lbl][mlabel] = {"per_seed": acc, "spread": seed_spread(acc).to_dict()}
+            for a, b in combinations(have, 2):
+                comps = [compare_paired(fa, fb) for fa, fb in zip(per[a], per[b], strict=True)]
+                v = seed_verdict(a, b, comps)
+                pairs.append({"metric": mlabel, "a": a, "b": b, "winner": v.winner, "text": v.text,
+                              "spread": v.spread.to_dict(), "per_seed": [c.to_dict() for c in comps]})  # fmt: skip
+        out[view] = {"table": table, "pairs": pairs}
+    return out
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "-"
+    s = entry["spread"]
+    seeds = ", ".join(f"{v:.2f}" for v in entry["per_seed"])
+    return f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "") + f" ({seeds})"
+
+
+def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
+    """The report: what was read, the per-ratio table of each view (mean ± SD over seeds, then each seed)
+    and every pair's verdict over seeds."""
+    seeds = [s["seed"] for s in sweeps]
+    lines = [
+        f"# Mask-ratio sweep over {len(sweeps)} seed{'s' if len(sweeps) > 1 else ''} ({', '.join(map(str, seeds))})", "",
+        *([f"Command: `{command}`", ""] if command else []),
+        "Sweeps read (one per seed, otherwise the same settings):", "",
+        *[f"- `{s['folder']}`: seed {s['seed']}, {s['environment'].get('date', '?')}, commit "
+          f"{s['environment'].get('git_commit', '?')}, {s['environment'].get('cpu_model', '?')}" for s in sweeps],
+        "",
+        f"Cells: mean ± SD over seeds (each seed's accuracy in brackets), top-1 % on the same test images. Rule: "
+        f"A beats B is decided only with >= {MIN_SEEDS} seeds, every seed's paired test (McNemar p < 0.05 and a "
+        "95% paired-bootstrap interval excluding 0) in the same direction, and the 95% t-interval of the mean "
+        "difference over seeds excluding 0; a seed interval that includes 0 is a tie; anything else is not decided.",
+        "",
+    ]  # fmt: skip
+    for view, part in combined.items():
+        table = part["table"]
+        names = list(dict.fromkeys(n for row in table.values() for n in row))
+        lines += [f"## {view.capitalize()}", "", markdown_table(
+            ["encoder", *names], [[lbl, *(_cell(row.get(n)) for n in names)] for lbl, row in table.items()],
+            "l" + "r" * len(names),
+        )]  # fmt: skip
+        decided = [p for p in part["pairs"] if p["winner"]]
+        lines += [f"Decided: {len(decided)} of {len(part['pairs'])} pairs.", ""]
+        lines += [f"- {p['metric']}: {p['text']}" for p in part["pairs"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_seeds(folders: Sequence[Path], out: Path, command: str = "") -> Path:
+    """Read the sweeps, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
+    sweeps = load_sweeps(folders)
+    combined = combine(sweeps)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"command": command, "folders": [s["folder"] for s in sweeps], "seeds": [s["seed"] for s in sweeps],
+              "min_seeds": MIN_SEEDS, "views": combined}  # fmt: skip
+    (out / "seeds.json").write_text(json.dumps(record, indent=1) + "\n")
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(sweeps, combined, command))
+    return summary

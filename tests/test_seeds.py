@@ -1,0 +1,110 @@
+"""``maelab seeds``: several seeds of one sweep read together; a ranking is decided only with >= 3 seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maelab.cli import main
+from maelab.config import ConfigError
+from maelab.eval.stats import PairedComparison, pack_correct, seed_spread
+from maelab.experiments.seeds import load_sweeps, seed_verdict, write_seeds
+
+N = 1000  # test images of the fake sweeps
+
+
+def test_seed_spread_by_hand() -> None:
+    # [1, 2, 3]: mean 2, SD 1, 95% t-interval 2 +- t(2) 1 / sqrt(3) with t(2) = 4.303.
+    s = seed_spread([1.0, 2.0, 3.0])
+    assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0)
+    assert s.ci_low == pytest.approx(2 - 4.303 / math.sqrt(3)) and s.ci_high == pytest.approx(2 + 4.303 / math.sqrt(3))
+    assert not s.excludes_zero()
+    assert seed_spread([5.0, 6.0, 7.0]).excludes_zero()
+    one = seed_spread([4.0])
+    assert (one.n, one.mean, one.sd, one.ci_low) == (1, 4.0, None, None) and not one.excludes_zero()
+
+
+def _comparison(difference: float, p: float) -> PairedComparison:
+    low, high = (difference - 1, difference + 1) if p < 0.05 else (difference - 5, difference + 5)
+    return PairedComparison(N, 50 + difference, 50, difference, low, high, 0, 0, p)
+
+
+def test_seed_verdict_rule() -> None:
+    decided = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0, 6.0)])
+    assert decided.winner == "A" and decided.text.startswith("A beats B (decided)")
+    assert seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (-4.0, -5.0, -6.0)]).winner == "B"
+    two = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0)])
+    assert two.winner is None and "fewer than 3 seeds" in two.text
+    tie = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (5.0, -5.0, 1.0)])
+    assert tie.winner is None and tie.text.startswith("tie")
+    # The seeds agree on average, but one seed's own paired test is a tie: not decided.
+    split = seed_verdict("A", "B", [_comparison(4.0, 1e-4), _comparison(5.0, 1e-4), _comparison(4.5, 0.3)])
+    assert split.winner is None and "not every seed" in split.text
+
+
+def _flags(right: int) -> dict:
+    return pack_correct(np.arange(N) < right)  # nested: a model right on more images is right on these too
+
+
+def _fake_sweep(folder: Path, seed: int, right: dict[str, int], epochs: int = 1) -> Path:
+    """A finished sweep's metrics.json: ratios 0.5 / 0.75 and the random init, ``right`` images per point."""
+
+    def evals(n: int) -> dict:
+        return {"linear": {"results": [{"pooling": "cls", "test_correct": _flags(n)}]},
+                "knn": {"results": [{"pooling": "cls", "test_correct": {"20": _flags(n)}}]},
+                "finetune": {"test_correct": _flags(n)}}  # fmt: skip
+
+    rows = [{"view": v, "ratio": r, "point": f"mr{r}"} for v in ("equal epochs", "equal time") for r in (0.5, 0.75)]
+    metrics = {
+        "settings": {"ratios": [0.5, 0.75], "pretrain": {"train": {"seed": seed, "out": "", "epochs": epochs}},
+                     "eval": {"ks": [10, 20], "poolings": ["cls"], "finetune_epochs": 1}},
+        "environment": {"date": "2026-11-30", "git_commit": "abc", "cpu_model": "test"},
+        "rows": rows, "evaluations": {p: evals(n) for p, n in right.items()},
+    }  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
+    right = [{"mr0.5": 500 + d, "mr0.75": 600 + d, "random-init": 400} for d in (0, 10, -10)]
+    folders = [_fake_sweep(tmp_path / f"s{i}", i, r) for i, r in enumerate(right)]
+    summary = write_seeds(folders, tmp_path / "out", "maelab seeds ...").read_text()
+    assert "mask 0.75 beats mask 0.5 (decided)" in summary
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    table = record["views"]["equal epochs"]["table"]
+    assert table["mask 0.75"]["linear cls"]["per_seed"] == [60.0, 61.0, 59.0]
+    assert table["mask 0.75"]["linear cls"]["spread"]["mean"] == pytest.approx(60.0)
+    assert table["mask 0.75"]["linear cls"]["spread"]["sd"] == pytest.approx(1.0)
+    assert set(table["mask 0.75"]) == {"linear cls", "k-NN k=20 cls", "fine-tune"}
+    pair = next(p for p in record["views"]["equal epochs"]["pairs"]
+                if (p["metric"], p["a"], p["b"]) == ("fine-tune", "mask 0.5", "mask 0.75"))  # fmt: skip
+    assert pair["winner"] == "mask 0.75" and pair["spread"]["mean"] == pytest.approx(-10.0)
+    assert [c["difference"] for c in pair["per_seed"]] == pytest.approx([-10.0, -10.0, -10.0])
+    two = write_seeds(folders[:2], tmp_path / "out2").read_text()
+    assert "(decided)" not in two and "fewer than 3 seeds" in two
+
+
+def test_only_seeds_of_one_sweep_are_combined(tmp_path: Path) -> None:
+    right = {"mr0.5": 500, "mr0.75": 600, "random-init": 400}
+    a, b = _fake_sweep(tmp_path / "a", 0, right), _fake_sweep(tmp_path / "b", 0, right)
+    with pytest.raises(ConfigError, match="both --seed 0"):
+        load_sweeps([a, b])
+    c = _fake_sweep(tmp_path / "c", 1, right, epochs=2)
+    with pytest.raises(ConfigError, match=r"c: setting pretrain\.train\.epochs is 2 but 1"):
+        load_sweeps([a, c])
+    with pytest.raises(ConfigError, match="no metrics.json"):
+        load_sweeps([a, tmp_path])
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    right = {"mr0.5": 500, "mr0.75": 600, "random-init": 400}
+    folders = [str(_fake_sweep(tmp_path / f"s{i}", i, right)) for i in range(3)]
+    assert main(["seeds", *folders, "--out", str(tmp_path / "out")]) == 0
+    assert "Mask-ratio sweep over 3 seeds (0, 1, 2)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no such directory"):
+        main(["seeds", str(tmp_path / "nope")])
