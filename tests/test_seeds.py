@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +10,10 @@ import pytest
 
 from maelab.cli import main
 from maelab.config import ConfigError
-from maelab.eval.stats import PairedComparison, pack_correct, seed_spread
+from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.seeds import load_sweeps, seed_verdict, write_seeds
 
 N = 1000  # test images of the fake sweeps
-
-
-def test_seed_spread_by_hand() -> None:
-    # [1, 2, 3]: mean 2, SD 1, 95% t-interval 2 +- t(2) 1 / sqrt(3) with t(2) = 4.303.
-    s = seed_spread([1.0, 2.0, 3.0])
-    assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0)
-    assert s.ci_low == pytest.approx(2 - 4.303 / math.sqrt(3)) and s.ci_high == pytest.approx(2 + 4.303 / math.sqrt(3))
-    assert not s.excludes_zero()
-    assert seed_spread([5.0, 6.0, 7.0]).excludes_zero()
-    one = seed_spread([4.0])
-    assert (one.n, one.mean, one.sd, one.ci_low) == (1, 4.0, None, None) and not one.excludes_zero()
 
 
 def _comparison(difference: float, p: float) -> PairedComparison:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap
+from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap, seed_spread
 
 
 def flags(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,3 +73,14 @@ def test_packed_correctness_round_trips() -> None:
     assert np.array_equal(unpack_correct(pack_correct(torch.tensor([True, False, True]))), [True, False, True])
     with pytest.raises(ValueError, match="cannot hold"):
         unpack_correct({"n": 17, "bits": pack_correct(np.ones(8, bool))["bits"]})
+
+
+def test_seed_spread_by_hand() -> None:
+    # [1, 2, 3]: mean 2, SD 1, 95% t-interval 2 +- t(2) 1 / sqrt(3) with t(2) = 4.303.
+    s = seed_spread([1.0, 2.0, 3.0])
+    assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0)
+    assert s.ci_low == pytest.approx(2 - 4.303 / math.sqrt(3)) and s.ci_high == pytest.approx(2 + 4.303 / math.sqrt(3))
+    assert not s.excludes_zero()
+    assert seed_spread([5.0, 6.0, 7.0]).excludes_zero()
+    one = seed_spread([4.0])
+    assert (one.n, one.mean, one.sd, one.ci_low) == (1, 4.0, None, None) and not one.excludes_zero()
