@@ -95,6 +95,21 @@ def test_every_candidate_resolves_and_baselines_share_an_encoder_shape(folder: P
         make_plan(RecipeOptions(data_dir=str(folder), holdout=0))
 
 
+def test_pass_two_candidates_change_one_thing_of_bs64_each(folder: Path, tmp_path: Path) -> None:
+    names = ("bs64", "bs32", "bs64-raw-pixels", "bs64-narrow", "bs64-light-decoder")
+    plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=names))
+    assert not any(c.default for c in plan.candidates[1:])  # named only: the pass-1 command is unchanged
+    cfgs = {c.name: _flat(plan.config(c)) for c in plan.candidates}
+    changed = {n: {k for k in cfgs["bs64"] if cfgs["bs64"][k] != cfgs[n][k]} - {"train.out"} for n in names[1:]}
+    assert changed == {
+        "bs32": {"train.batch_size"},
+        "bs64-raw-pixels": {"model.norm_pix_loss"},
+        "bs64-narrow": {"model.embed_dim", "model.encoder_heads"},
+        "bs64-light-decoder": {"model.decoder_embed_dim", "model.decoder_depth"},
+    }
+    assert cfgs["bs64"]["train.batch_size"] == 64 and cfgs["bs32"]["train.batch_size"] == 32
+
+
 DINO_BLUR = ("dino-blur", "dino-light-blur", "dino-no-blur")
 
 

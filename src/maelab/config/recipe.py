@@ -49,6 +49,8 @@ _DEFAULTS = {"train": {"batch_size": 256, "blr": 1.5e-4, "lr": 0.0, "warmup_epoc
 _GUESS = {"train": {"batch_size": 128, "blr": 1.5e-4, "lr": 1.0e-3, "warmup_epochs": 1.0},
           "model": {"norm_pix_loss": True}}  # fmt: skip
 
+_BS64 = _with(_GUESS, train={"batch_size": 64})  # pass 1's winner (the short recipe)
+
 # DINO's candidates: DINO's paper optimizer recipe (METHOD_TRAIN_DEFAULTS["dino"]: blr 5e-4 x batch / 256, betas
 # 0.9/0.999, weight decay 0.04 -> 0.4, min lr 1e-6; not the MAE guess) at batch 64, warm-up 5 epochs (capped at a
 # quarter of the run), pinned as above; they differ only in the blur. The search fits each one's teacher momentum
@@ -71,9 +73,7 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
         "guess without norm_pix_loss (raw-pixel targets)",
         _with(_GUESS, model={"norm_pix_loss": False}),
     ),
-    RecipeCandidate(
-        "bs64", "guess at batch 64 (twice the optimizer steps, same lr)", _with(_GUESS, train={"batch_size": 64})
-    ),
+    RecipeCandidate("bs64", "guess at batch 64 (twice the optimizer steps, same lr)", _BS64),
     RecipeCandidate("lr2e-3", "guess with lr 2e-3", _with(_GUESS, train={"lr": 2.0e-3})),
     RecipeCandidate(
         "light-decoder",
@@ -89,6 +89,32 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
         "subset-10k",
         "guess on a 10,000-image class-balanced subset (more epochs, fewer images)",
         _with(_GUESS, data={"subset": 10000}),
+    ),
+    # Pass 2 around the first pass's winner bs64 (named only, so the committed pass-1 command is unchanged):
+    # `--candidates bs64 bs32 bs64-raw-pixels bs64-narrow bs64-light-decoder`, with several --seed.
+    RecipeCandidate(
+        "bs32",
+        "bs64 at batch 32 (twice its optimizer steps, same lr)",
+        _with(_BS64, train={"batch_size": 32}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-raw-pixels",
+        "bs64 without norm_pix_loss (raw-pixel targets)",
+        _with(_BS64, model={"norm_pix_loss": False}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-narrow",
+        "bs64 with the narrower encoder: embed 192, depth 4, 3 heads",
+        _with(_BS64, model={"embed_dim": 192, "encoder_depth": 4, "encoder_heads": 3}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-light-decoder",
+        "bs64 with a decoder 64 wide x 1 block",
+        _with(_BS64, model={"decoder_embed_dim": 64, "decoder_depth": 1}),
+        default=False,
     ),
     # DINO's CIFAR augmentation (named only: `--candidates dino-blur dino-light-blur dino-no-blur`).
     RecipeCandidate(
