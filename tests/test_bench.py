@@ -205,3 +205,36 @@ def test_maelab_contender_follows_the_cpu_flags(monkeypatch):
     assert c.precision == "bf16" and c.precision_reason.startswith("auto: CPU has native bf16")
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
     assert bench.maelab_contender("ref", device="cpu").precision == "fp32"
+
+
+# ------------------------------------------------------------------------------------ mask speed-up
+def test_train_speedups_divide_each_round_by_the_last_ratio(monkeypatch):
+    seen = {}
+
+    def fake_rounds(contenders, imgs, rounds, steps, warmup, kind):
+        seen["names"], seen["kind"] = [c.name for c in contenders], kind
+        return {"mask 0.75": [30.0, 24.0, 33.0], "mask 0.50": [20.0, 20.0, 20.0], "mask 0.00": [10.0, 12.0, 11.0]}
+
+    monkeypatch.setattr(bench, "measure_rounds", fake_rounds)
+    out = bench.train_speedups("ref", 2, (0.75, 0.5, 0.0), "fp32", "cpu", rounds=3, steps=1, warmup=0)
+    assert seen == {"names": ["mask 0.75", "mask 0.50", "mask 0.00"], "kind": "train"}  # one interleaved call
+    assert [s.mask_ratio for s in out] == [0.75, 0.5] and {s.reference_ratio for s in out} == {0.0}
+    assert out[0].per_round == (3.0, 2.0, 3.0)  # round by round, not median over median (33/11 = 3)
+    line = out[0].line()
+    # mean 8/3, SD 0.5774, t(2) 4.303: half-width 4.303 * 0.5774 / sqrt 3 = 1.434
+    assert "median 3.00x (min 2.00, max 3.00)" in line and "mean 2.67x [95% t-interval 1.23, 4.10]" in line
+    with pytest.raises(ValueError, match="two mask ratios"):
+        bench.train_speedups("ref", 2, (0.75,))
+
+
+def test_cli_bench_speedup_needs_two_ratios_and_prints_a_line(capsys, monkeypatch):
+    assert main(["bench", "--speedup", "--mask-ratio", "0.75"]) == 2
+    assert "--speedup needs at least two --mask-ratio" in capsys.readouterr().err
+
+    def fake(preset, batch, ratio, *args):
+        return bench.BenchResult("maelab", "fp32", batch, ratio, 1, 10.0, 20.0, 0.5, 0.2, 100.0)
+
+    monkeypatch.setattr(bench, "bench_maelab", fake)
+    monkeypatch.setattr(bench, "train_speedups", lambda *a: [bench.Speedup(0.75, 0.0, (2.5, 2.6))])
+    assert main(["bench", "--device", "cpu", "--speedup", "--mask-ratio", "0.75", "0.0"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("training speed-up, mask 0.75 over mask 0.00, 2 ")

@@ -277,6 +277,63 @@ class BenchResult:
         return line
 
 
+@dataclass(frozen=True)
+class Speedup:
+    """Training speed-up of the MAE at ``mask_ratio`` over ``reference_ratio``, from rounds timed interleaved.
+
+    ``per_round``: img/s at ``mask_ratio`` over img/s at ``reference_ratio`` in the same round (R,), so
+    load from other processes that hits one round hits both sides of its ratio.
+    """
+
+    mask_ratio: float
+    reference_ratio: float
+    per_round: tuple[float, ...]
+
+    def line(self) -> str:
+        """Median, min-max and the 95% t-interval of the mean over rounds."""
+        from maelab.eval.stats import seed_spread  # a mean with its t-interval; rounds stand in for seeds
+
+        r = self.per_round
+        spread = seed_spread(r)
+        interval = "" if spread.ci_low is None else f", mean {spread.mean:.2f}x [95% t-interval {spread.ci_low:.2f}, {spread.ci_high:.2f}]"
+        return (
+            f"training speed-up, mask {self.mask_ratio:.2f} over mask {self.reference_ratio:.2f}, {len(r)} interleaved "
+            f"rounds: median {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f}){interval}"
+        )
+
+
+def train_speedups(
+    preset: str,
+    batch_size: int,
+    mask_ratios: Sequence[float],
+    precision: str = "auto",
+    device: str = "auto",
+    attention: str = "auto",
+    patch_size: int = 4,
+    rounds: int = 3,
+    steps: int = 3,
+    warmup: int = 2,
+) -> list[Speedup]:
+    """Time the training step at every ratio of ``mask_ratios`` interleaved (:func:`measure_rounds`) and give
+    each ratio's per-round speed-up over the LAST ratio (e.g. ``(0.75, 0.0)``: MAE over an encoder that sees
+    every patch, as the paper measures it)."""
+    if len(mask_ratios) < 2:
+        raise ValueError("a speed-up needs at least two mask ratios")
+    dev = resolve_device(device)
+    contenders = []
+    for ratio in mask_ratios:
+        torch.manual_seed(0)
+        c = maelab_contender(preset, ratio, precision, dev, False, attention, patch_size)
+        c.name = f"mask {ratio:.2f}"
+        contenders.append(c)
+    img_s = measure_rounds(contenders, random_batch(batch_size, 32, dev), rounds, steps, warmup, "train")
+    reference = img_s[contenders[-1].name]
+    return [
+        Speedup(ratio, mask_ratios[-1], tuple(a / b for a, b in zip(img_s[c.name], reference, strict=True)))
+        for ratio, c in zip(mask_ratios[:-1], contenders[:-1], strict=True)
+    ]
+
+
 def random_batch(batch_size: int, img_size: int, device: torch.device, seed: int = 0) -> Batch:
     """A fixed normalised-looking float batch (B, 3, img, img); the step time does not depend on content."""
     g = torch.Generator().manual_seed(seed)

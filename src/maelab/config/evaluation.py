@@ -281,12 +281,17 @@ class BenchOptions:
     rounds: int = opt(3, "timed rounds; the median is printed")
     steps: int = opt(3, "steps per timed round")
     warmup: int = opt(2, "untimed warm-up steps")
+    speedup: bool = opt(
+        False, "also time the training step at every --mask-ratio interleaved, round by round, and print each "
+        "ratio's speed-up over the last one given (median, min-max, 95%% t-interval over rounds)",
+    )  # fmt: skip
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the flag."""
         check([
             (min(self.batch_size, self.rounds, self.steps) >= 1 and self.warmup >= 0,
              "--batch-size, --rounds and --steps must be >= 1 and --warmup >= 0"),
+            (not self.speedup or len(self.mask_ratio) >= 2, "--speedup needs at least two --mask-ratio values"),
             *[(0.0 <= r < 1.0, f"--mask-ratio {r}: must be in [0, 1)") for r in self.mask_ratio],
             precision_check(self.precision),
         ])  # fmt: skip

@@ -201,8 +201,9 @@ def reconstruct_run(
 
 # ------------------------------------------------------------------------------------ bench
 def bench_command(opts: BenchOptions) -> Iterator[str]:
-    """``maelab bench``: the hardware line, then one result line per ``opts.mask_ratio`` as it is measured."""
-    from maelab.bench import bench_maelab, gemm_peak_text
+    """``maelab bench``: the hardware line, then one result line per ``opts.mask_ratio`` as it is measured, and with
+    ``opts.speedup`` the interleaved training speed-up of each ratio over the last."""
+    from maelab.bench import bench_maelab, gemm_peak_text, train_speedups
     from maelab.runtime import bf16_support, choose_precision, hardware_line
 
     opts.validate()
@@ -219,3 +220,9 @@ def bench_command(opts: BenchOptions) -> Iterator[str]:
         yield r.line()
     if peaks:  # measured once per process by bench itself; the shares above are of these
         yield gemm_peak_text(peaks, bf16_support(device)[0]) + " (this machine, measured by bench)"
+    if opts.speedup:
+        for speedup in train_speedups(
+            opts.model, opts.batch_size, opts.mask_ratio, opts.precision, opts.device, opts.attention,
+            opts.patch_size, opts.rounds, opts.steps, opts.warmup,
+        ):  # fmt: skip
+            yield speedup.line()
