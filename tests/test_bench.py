@@ -213,11 +213,11 @@ def test_train_speedups_divide_each_round_by_the_last_ratio(monkeypatch):
 
     def fake_rounds(contenders, imgs, rounds, steps, warmup, kind):
         seen["names"], seen["kind"] = [c.name for c in contenders], kind
-        return {"mask 0.75": [30.0, 24.0, 33.0], "mask 0.50": [20.0, 20.0, 20.0], "mask 0.00": [10.0, 12.0, 11.0]}
+        return {"mask 0.75": [30.0, 24.0, 33.0], "mask 0.5": [20.0, 20.0, 20.0], "mask 0.0": [10.0, 12.0, 11.0]}
 
     monkeypatch.setattr(bench, "measure_rounds", fake_rounds)
     out = bench.train_speedups("ref", 2, (0.75, 0.5, 0.0), "fp32", "cpu", rounds=3, steps=1, warmup=0)
-    assert seen == {"names": ["mask 0.75", "mask 0.50", "mask 0.00"], "kind": "train"}  # one interleaved call
+    assert seen == {"names": ["mask 0.75", "mask 0.5", "mask 0.0"], "kind": "train"}  # one interleaved call
     assert [s.mask_ratio for s in out] == [0.75, 0.5] and {s.reference_ratio for s in out} == {0.0}
     assert out[0].per_round == (3.0, 2.0, 3.0)  # round by round, not median over median (33/11 = 3)
     line = out[0].line()
@@ -230,6 +230,8 @@ def test_train_speedups_divide_each_round_by_the_last_ratio(monkeypatch):
 def test_cli_bench_speedup_needs_two_ratios_and_prints_a_line(capsys, monkeypatch):
     assert main(["bench", "--speedup", "--mask-ratio", "0.75"]) == 2
     assert "--speedup needs at least two --mask-ratio" in capsys.readouterr().err
+    assert main(["bench", "--mask-ratio", "0.75", "0.75"]) == 2
+    assert "give each ratio once" in capsys.readouterr().err
 
     def fake(preset, batch, ratio, *args):
         return bench.BenchResult("maelab", "fp32", batch, ratio, 1, 10.0, 20.0, 0.5, 0.2, 100.0)

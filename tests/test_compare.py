@@ -183,6 +183,8 @@ def test_short_run_warmups(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rec["freeze_last_layer"] == pytest.approx(0.01) and rec["warmup_teacher_temp_epochs"] == pytest.approx(0.1)
     kept = with_teacher_momentum(dino(freeze_last_layer=0.5), None).dino
     assert kept.freeze_last_layer == 0.5 and kept.warmup_teacher_temp_epochs == pytest.approx(0.1)
+    typed = with_teacher_momentum(dino(), None, given_values={"dino.freeze_last_layer"}).dino  # typed = the default
+    assert typed.freeze_last_layer == 1.0 and typed.warmup_teacher_temp_epochs == pytest.approx(0.1)
     long = resolve_config(None, {"train": {"method": "dino", "steps": 781 * 200}}, "test")
     assert with_teacher_momentum(long, None).dino.freeze_last_layer == 1.0  # a run as long as DINO's: untouched
     # What the model makes of it: the freeze lasts round(0.01 * 781) = 8 of the 781 steps.

@@ -18,6 +18,7 @@ from maelab.config import (
     LinearOptions,
     ProbeConfig,
     ReconstructOptions,
+    TrainConfig,
     load_toml,
     opt,
     resolve_config,
@@ -252,3 +253,13 @@ def test_generated_flags_of_any_dataclass() -> None:
     assert built == Tiny(name="n", count=2, ratio=0.5, sizes=(4,), fast=False)
     with pytest.raises(ConfigError, match="--sizes"):  # values are coerced strictly, the error names the flag
         options_from_args(Tiny, argparse.Namespace(**{"t.sizes": ["x"]}), "t")
+
+
+def test_train_config_batch_lr_and_warmup_rules() -> None:
+    """One place for the rules every run, summary and plan uses: images per step, the scaled lr, the capped warm-up."""
+    t = TrainConfig(batch_size=64, accum_steps=2, blr=1e-3, warmup_epochs=5.0)
+    assert t.images_per_step() == 128 and t.images_per_step(world_size=2) == 256
+    assert t.peak_lr(world_size=2) == pytest.approx(1e-3)  # blr x 256 / 256
+    assert TrainConfig(lr=5e-4, blr=1e-3).peak_lr() == 5e-4  # --lr wins over --blr
+    assert t.warmup_steps(steps_per_epoch=10, total_steps=1000) == 50
+    assert t.warmup_steps(steps_per_epoch=10, total_steps=20) == 5  # a quarter of a 2-epoch run

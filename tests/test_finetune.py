@@ -149,6 +149,8 @@ def test_cli_finetune_beside_baseline(tiny_run: Path, capsys: pytest.CaptureFixt
     result = json.loads((tiny_run / "eval" / "finetune.json").read_text())
     assert result["mae"]["init"] == "mae" and result["scratch"]["init"] == "scratch"
     assert result["mae"]["steps"] == 2 * 3 and result["mae"]["test_images"] == 12
+    # the 1-epoch default warm-up of a 2-epoch run would leave no decay: a tenth of the 6 steps, rounded
+    assert result["mae"]["warmup_steps"] == result["scratch"]["warmup_steps"] == 1
     assert result["mae"]["recipe"]["layer_decay"] == 0.75 and result["scratch"]["recipe"]["layer_decay"] == 1.0
     assert result["scratch"]["layer_decay"] == 1.0  # the baseline's own recipe: no layer decay
     assert (tiny_run / "eval" / "finetune.md").read_text().startswith("# Fine-tuning")

@@ -69,6 +69,8 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert table["mask 0.75"]["linear cls"]["spread"]["mean"] == pytest.approx(60.0)
     assert table["mask 0.75"]["linear cls"]["spread"]["sd"] == pytest.approx(1.0)
     assert set(table["mask 0.75"]) == {"linear cls", "k-NN k=20 cls", "fine-tune"}
+    # the sweep fine-tunes no equal-time checkpoint: that view has no fine-tune column
+    assert set(record["views"]["equal time"]["table"]["mask 0.75"]) == {"linear cls", "k-NN k=20 cls"}
     pair = next(p for p in record["views"]["equal epochs"]["pairs"]
                 if (p["metric"], p["a"], p["b"]) == ("fine-tune", "mask 0.5", "mask 0.75"))  # fmt: skip
     assert pair["winner"] == "mask 0.75" and pair["spread"]["mean"] == pytest.approx(-10.0)
@@ -94,5 +96,5 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folders = [str(_fake_sweep(tmp_path / f"s{i}", i, right)) for i in range(3)]
     assert main(["seeds", *folders, "--out", str(tmp_path / "out")]) == 0
     assert "Mask-ratio sweep over 3 seeds (0, 1, 2)" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no such directory"):
-        main(["seeds", str(tmp_path / "nope")])
+    assert main(["seeds", str(tmp_path / "nope")]) == 2
+    assert f"maelab seeds: error: {tmp_path / 'nope'}: no such directory" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from maelab.checkpoint import latest_checkpoint, load_meta
 from maelab.config import resolve_config
 from maelab.methods import load_model
 from maelab.optim import lr_schedule, param_groups
+from maelab.rundir import is_finished, read_summary
 from maelab.train import pretrain
 
 from .conftest import TINY_MODEL, tiny_config, train_tiny_run
@@ -68,11 +69,12 @@ def test_short_real_run_loss_falls(cifar_dir: Path, tmp_path: Path) -> None:
     assert isinstance(model, MAE) and cfg.model.embed_dim == 32 and not model.training
 
 
-def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch 1; the end of epoch 1 (epoch 2 must not replay its order)
+def test_resume_equals_uninterrupted(tmp_path: Path, stop_at: int) -> None:
     common = dict(per_class=20, epochs=2, log_every=1)  # 40 images, batch 4: 10 steps an epoch
     full = train_tiny_run(tmp_path, out=tmp_path / "full", **common)
-    part = train_tiny_run(tmp_path, out=tmp_path / "part", stop_after_steps=7, **common)  # mid-epoch 1
-    assert load_meta(part)["step"] == 7
+    part = train_tiny_run(tmp_path, out=tmp_path / "part", stop_after_steps=stop_at, **common)
+    assert load_meta(part)["step"] == stop_at
     pretrain(resume=part)
     a, b = losses(full), losses(part)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 21))
@@ -89,3 +91,22 @@ def test_resume_can_extend_epochs_and_keeps_checkpoints(tmp_path: Path) -> None:
     kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     assert kept == ["step_00000020", "step_00000030"]
     assert latest_checkpoint(run).name == "step_00000030"
+
+
+def test_an_error_mid_run_leaves_no_finished_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash (here: the optimizer at its 3rd step) must not mark the run finished, or sweeps would never resume it."""
+    calls = {"n": 0}
+    step = torch.optim.AdamW.step
+
+    def failing_step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", failing_step)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_tiny_run(tmp_path, per_class=20)  # 10 steps
+    summary = read_summary(tmp_path / "run")
+    assert summary is not None and summary.status == "failed" and summary.steps == 2
+    assert not is_finished(tmp_path / "run")

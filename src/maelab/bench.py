@@ -15,18 +15,22 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from maelab.config import BenchOptions
+from maelab.eval.stats import seed_spread
 from maelab.models.mae import MAE
 from maelab.runtime import (
     autocast,
+    bf16_support,
     choose_precision,
     cpu_has_native_bf16,
+    hardware_line,
     matmul_gflops,
     peak_memory_mb,
     resolve_device,
@@ -279,11 +283,8 @@ class BenchResult:
 
 @dataclass(frozen=True)
 class Speedup:
-    """Training speed-up of the MAE at ``mask_ratio`` over ``reference_ratio``, from rounds timed interleaved.
-
-    ``per_round``: img/s at ``mask_ratio`` over img/s at ``reference_ratio`` in the same round (R,), so
-    load from other processes that hits one round hits both sides of its ratio.
-    """
+    """Training speed-up of the MAE at ``mask_ratio`` over ``reference_ratio``: ``per_round`` (R,) is img/s over
+    img/s in the same interleaved round, so load that hits one round hits both sides of its ratio."""
 
     mask_ratio: float
     reference_ratio: float
@@ -291,10 +292,8 @@ class Speedup:
 
     def line(self) -> str:
         """Median, min-max and the 95% t-interval of the mean over rounds."""
-        from maelab.eval.stats import seed_spread  # a mean with its t-interval; rounds stand in for seeds
-
         r = self.per_round
-        spread = seed_spread(r)
+        spread = seed_spread(r)  # a mean with its t-interval; the rounds stand in for seeds
         interval = "" if spread.ci_low is None else f", mean {spread.mean:.2f}x [95% t-interval {spread.ci_low:.2f}, {spread.ci_high:.2f}]"
         return (
             f"training speed-up, mask {self.mask_ratio:.2f} over mask {self.reference_ratio:.2f}, {len(r)} interleaved "
@@ -324,7 +323,7 @@ def train_speedups(
     for ratio in mask_ratios:
         torch.manual_seed(0)
         c = maelab_contender(preset, ratio, precision, dev, False, attention, patch_size)
-        c.name = f"mask {ratio:.2f}"
+        c.name = f"mask {ratio!r}"  # a key of measure_rounds' result: the ratios are distinct (validated)
         contenders.append(c)
     img_s = measure_rounds(contenders, random_batch(batch_size, 32, dev), rounds, steps, warmup, "train")
     reference = img_s[contenders[-1].name]
@@ -372,3 +371,29 @@ def bench_maelab(
         c.name, c.precision, batch_size, mask_ratio, c.num_params(), median(train), median(infer),
         train_flops / 1e9, infer_flops / 1e9, memory, c.precision_reason, dict(peaks),
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ the command
+def bench_command(opts: BenchOptions) -> Iterator[str]:
+    """``maelab bench``: the hardware line, then one result line per ``opts.mask_ratio`` as it is measured, and with
+    ``opts.speedup`` the interleaved training speed-up of each ratio over the last."""
+    opts.validate()
+    device = resolve_device(opts.device)
+    yield hardware_line(device)
+    yield choose_precision(opts.precision, device).describe()
+    peaks: dict[str, float | None] = {}
+    for ratio in opts.mask_ratio:
+        r = bench_maelab(
+            opts.model, opts.batch_size, ratio, opts.precision, opts.device, opts.compile, opts.attention,
+            opts.patch_size, opts.rounds, opts.steps, opts.warmup,
+        )  # fmt: skip
+        peaks = r.gemm_peak_gflops or peaks
+        yield r.line()
+    if peaks:  # measured once per process by bench itself; the shares above are of these
+        yield gemm_peak_text(peaks, bf16_support(device)[0]) + " (this machine, measured by bench)"
+    if opts.speedup:
+        for speedup in train_speedups(
+            opts.model, opts.batch_size, opts.mask_ratio, opts.precision, opts.device, opts.attention,
+            opts.patch_size, opts.rounds, opts.steps, opts.warmup,
+        ):  # fmt: skip
+            yield speedup.line()

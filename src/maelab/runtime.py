@@ -213,6 +213,7 @@ def hardware_line(device: torch.device) -> str:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (CUDA); a no-op on the CPU, whose ops run synchronously."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -127,10 +127,9 @@ def _train(
             f"{' per process' if info.enabled else ''}; lower them"
         )
     total_steps = t.steps or t.epochs * steps_per_epoch
-    eff_batch = t.batch_size * t.accum_steps * info.world_size
-    peak_lr = t.lr if t.lr > 0 else t.blr * eff_batch / 256
-    # Capped at a quarter of the run, so that short runs (e.g. 2 epochs) still reach the peak lr.
-    warmup_steps = round(min(t.warmup_epochs * steps_per_epoch, total_steps / 4))
+    eff_batch = t.images_per_step(info.world_size)
+    peak_lr = t.peak_lr(info.world_size)
+    warmup_steps = t.warmup_steps(steps_per_epoch, total_steps)
     lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
     # Weight decay of the decayed group (param_groups()[0]): constant, or cosine to weight_decay_end (DINO).
     wds = lr_schedule(t.weight_decay, t.weight_decay_end, total_steps, 0).tolist() if t.weight_decay_end >= 0 else None
@@ -176,13 +175,16 @@ def _train(
                 "wall_time": elapsed_before + time.perf_counter() - start_time, "config": cfg.to_dict(),
                 "reason": reason, "maelab_format": 1,
             }  # fmt: skip
-            state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(device, perm_state)}
+            # At an epoch's end this epoch's order is drawn already: keep the state the next epoch starts from,
+            # or a resume there would replay the finished epoch's order.
+            epoch_start = perm_gen.get_state() if step % steps_per_epoch == 0 else perm_state
+            state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(device, epoch_start)}
             path = ckpt.save_checkpoint(run, f"step_{step:08d}", model.state_dict(), meta, state, t.keep_checkpoints)
         barrier(info)
         return path if write else None
 
     model.train()
-    status = "finished"
+    status = "failed"  # until the loop ends: an error, or a second Ctrl-C, must not leave a "finished" summary
     window_loss = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
     try:
@@ -269,6 +271,7 @@ def _train(
                         if write:
                             print(f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`")
                         return run
+        status = "finished"
     finally:
         bar.close()
         metrics.close()

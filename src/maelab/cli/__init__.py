@@ -18,6 +18,7 @@ from maelab.cli import eval as eval_commands
 from maelab.cli import experiments, pretrain, tools
 from maelab.config import ConfigError
 from maelab.data import DataError
+from maelab.rundir import RunDirError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *_: f"maelab {args.command}: warning: {message}\n"
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, RunDirError) as e:
         print(f"maelab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

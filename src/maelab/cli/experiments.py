@@ -1,4 +1,4 @@
-"""``maelab sweep`` and ``maelab compare``: every flag is generated from the option dataclasses in
+"""``maelab sweep``, ``maelab compare``, ``maelab recipe`` and ``maelab seeds``: every flag is generated from the option dataclasses in
 :mod:`maelab.config.experiments` and the pretraining config sections (see :mod:`maelab.cli.flags`)."""
 
 from __future__ import annotations
@@ -147,9 +147,6 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     """Combine finished sweeps of several seeds; prints the summary and where it is."""
     from maelab.experiments.seeds import write_seeds
 
-    for folder in args.sweeps:
-        if not Path(folder).is_dir():
-            raise SystemExit(f"maelab seeds: {folder}: no such directory")
     summary = write_seeds([Path(f) for f in args.sweeps], Path(args.out), _command_line())
     print(summary.read_text(), end="")
     print(f"results: {args.out} (summary.md, seeds.json)")

@@ -9,7 +9,8 @@ from maelab.config import BenchOptions, ExportOptions, ReportOptions
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from maelab.eval.commands import bench_command
+    """``maelab bench``: print each line of :func:`maelab.bench.bench_command`."""
+    from maelab.bench import bench_command
 
     for line in bench_command(options_from_args(BenchOptions, args, "opts")):
         print(line, flush=True)
@@ -17,6 +18,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``maelab export RUN``: write the encoder as a timm state dict and its arguments."""
     from maelab.export import export_encoder
 
     opts = options_from_args(ExportOptions, args, "opts", run=args.run)
@@ -26,6 +28,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``maelab report PATH``: write report.md and report.html."""
     from maelab.report import write_report
 
     opts = options_from_args(ReportOptions, args, "opts", path=args.path)

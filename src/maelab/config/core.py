@@ -38,6 +38,7 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    """The error for ``key`` not in ``known`` (at ``where``), with the closest known key as a hint."""
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}")

@@ -185,7 +185,7 @@ class FinetuneConfig:
     batch_size: int = opt(128, "images per step")
     blr: float = opt(1.0e-3, "base lr; lr = blr * batch / 256")
     min_lr: float = opt(1.0e-6, "final cosine lr")
-    warmup_epochs: float = opt(1.0, "linear lr warm-up epochs")
+    warmup_epochs: float = opt(1.0, "linear lr warm-up epochs (at most a tenth of --epochs is used)")
     weight_decay: float = opt(0.05, "AdamW weight decay")
     layer_decay: float = opt(
         0.75, "lr scale per block below the head, block i gets ld**(depth-i); pretrained encoders only (the "
@@ -292,6 +292,7 @@ class BenchOptions:
             (min(self.batch_size, self.rounds, self.steps) >= 1 and self.warmup >= 0,
              "--batch-size, --rounds and --steps must be >= 1 and --warmup >= 0"),
             (not self.speedup or len(self.mask_ratio) >= 2, "--speedup needs at least two --mask-ratio values"),
+            (len(set(self.mask_ratio)) == len(self.mask_ratio), f"--mask-ratio {self.mask_ratio}: give each ratio once"),
             *[(0.0 <= r < 1.0, f"--mask-ratio {r}: must be in [0, 1)") for r in self.mask_ratio],
             precision_check(self.precision),
         ])  # fmt: skip

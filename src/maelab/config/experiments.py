@@ -54,7 +54,7 @@ class EvalSettings:
              "--eval-subset, --eval-test-subset and --recon-images must be >= 0"),
             (self.probe_epochs >= 1, f"--probe-epochs must be >= 1, got {self.probe_epochs}"),
             (0.0 <= self.common_ratio < 1.0, f"--common-ratio must be in [0, 1), got {self.common_ratio}"),
-            (self.figure_images >= 1, f"--figure-images must be >= 1, got {self.figure_images}"),
+            (self.figure_images >= 1, f"figure_images must be >= 1, got {self.figure_images}"),
             (self.finetune_epochs >= 0, f"--finetune-epochs must be >= 0, got {self.finetune_epochs}"),
             (self.finetune_subset >= 0, f"--finetune-subset must be >= 0, got {self.finetune_subset}"),
         ])  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from maelab.config.core import ConfigError, opt, unknown_key, update_section
@@ -19,6 +18,8 @@ from maelab.models.vit import get_preset
 
 @dataclass
 class ModelConfig:
+    """The encoder / decoder architecture (a preset, optionally overridden field by field)."""
+
     name: str = opt("ref", "model preset: ref (embed 256, depth 4), vit-tiny (192x12), vit-small", "model")
     img_size: int = opt(32, "input image size (pixels, square)")
     patch_size: int = opt(4, "patch size in pixels (2 or 4 for 32x32 images)")
@@ -38,6 +39,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Where the images come from, which of them, and how they are normalised and augmented."""
+
     data_dir: str = opt("", "data root: ROOT/{train,test}/<class>/* or cifar-10-batches-py (default: $MAELAB_DATA)")
     dataset: str = opt("auto", "data layout: auto, folder (ImageFolder) or cifar10 (python batches)")
     subset: int = opt(0, "use a class-balanced subset of this many training images (0 = all)")
@@ -56,6 +59,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The method, optimizer, schedule, precision, device and where the run is written."""
+
     method: str = opt("mae", "pretraining method")
     recipe: str = opt(
         "paper", "MAE training recipe: paper (MAE's ImageNet values: batch 256, blr 1.5e-4, 5 warm-up epochs, raw "
@@ -69,7 +74,7 @@ class TrainConfig:
     blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
     lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
-    warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of --epochs)")
+    warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of the run's steps)")
     weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
     weight_decay_end: float = opt(-1.0, "weight decay at the end of a cosine schedule from --weight-decay (< 0 = constant)")
     betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
@@ -85,6 +90,18 @@ class TrainConfig:
     quiet: bool = opt(False, "no progress bar; one log line per epoch")
     tensorboard: bool = opt(False, "log loss, lr, img/s and reconstructions to RUN/tensorboard (pip install maelab[tensorboard])")
     tensorboard_every: int = opt(1, "epochs between TensorBoard reconstruction grids of 8 fixed test images")
+
+    def images_per_step(self, world_size: int = 1) -> int:
+        """Images per optimizer step: batch x accumulation steps x processes."""
+        return self.batch_size * self.accum_steps * world_size
+
+    def peak_lr(self, world_size: int = 1) -> float:
+        """The peak learning rate: ``lr``, or else ``blr`` x images per step / 256 (the MAE paper's scaling rule)."""
+        return self.lr if self.lr > 0 else self.blr * self.images_per_step(world_size) / 256
+
+    def warmup_steps(self, steps_per_epoch: int, total_steps: int) -> int:
+        """Warm-up steps: ``warmup_epochs``, capped at a quarter of the run so that short runs reach the peak lr."""
+        return round(min(self.warmup_epochs * steps_per_epoch, total_steps / 4))
 
 
 @dataclass
@@ -141,6 +158,8 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": 
 
 @dataclass
 class Config:
+    """A whole pretraining run: one section per dataclass, saved as the run's config.json."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -149,12 +168,6 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain JSON-able dict, one entry per section."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
-
-    def save(self, path: str | Path) -> None:
-        """Write the resolved config as JSON (atomically)."""
-        from maelab.checkpoint import atomic_write_text
-
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def config_from_dict(data: dict[str, Any], where: str) -> Config:

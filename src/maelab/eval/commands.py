@@ -1,6 +1,6 @@
 """What each evaluation command does, one function per command, called by ``maelab.cli`` with the
 command's options (``maelab.config.evaluation``): ``eval knn``, ``eval linear``, ``eval finetune``,
-``reconstruct`` and ``bench``.
+and ``reconstruct`` (``bench`` lives in ``maelab.bench``).
 
 Each function validates its options, does the work, writes the command's files and returns a
 result dict with the ``table`` it prints and the paths it wrote (``json``, ``markdown``).
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from maelab.config import (
-    BenchOptions,
     ConfigError,
     FinetuneOptions,
     FrozenEvalOptions,
@@ -197,32 +195,3 @@ def reconstruct_run(
     result["json"], result["markdown"] = map(str, write_eval_report(run, name, result, markdown))
     result["table"] = table
     return result
-
-
-# ------------------------------------------------------------------------------------ bench
-def bench_command(opts: BenchOptions) -> Iterator[str]:
-    """``maelab bench``: the hardware line, then one result line per ``opts.mask_ratio`` as it is measured, and with
-    ``opts.speedup`` the interleaved training speed-up of each ratio over the last."""
-    from maelab.bench import bench_maelab, gemm_peak_text, train_speedups
-    from maelab.runtime import bf16_support, choose_precision, hardware_line
-
-    opts.validate()
-    device = resolve_device(opts.device)
-    yield hardware_line(device)
-    yield choose_precision(opts.precision, device).describe()
-    peaks: dict[str, float | None] = {}
-    for ratio in opts.mask_ratio:
-        r = bench_maelab(
-            opts.model, opts.batch_size, ratio, opts.precision, opts.device, opts.compile, opts.attention,
-            opts.patch_size, opts.rounds, opts.steps, opts.warmup,
-        )  # fmt: skip
-        peaks = r.gemm_peak_gflops or peaks
-        yield r.line()
-    if peaks:  # measured once per process by bench itself; the shares above are of these
-        yield gemm_peak_text(peaks, bf16_support(device)[0]) + " (this machine, measured by bench)"
-    if opts.speedup:
-        for speedup in train_speedups(
-            opts.model, opts.batch_size, opts.mask_ratio, opts.precision, opts.device, opts.attention,
-            opts.patch_size, opts.rounds, opts.steps, opts.warmup,
-        ):  # fmt: skip
-            yield speedup.line()

@@ -69,6 +69,9 @@ def copy_encoder_weights(vit: nn.Module, mae: MAE | nn.Module) -> None:
     nn.init.zeros_(vit.head.bias)
 
 
+# A warm-up as long as the run would end it at the peak lr, never decayed (a 1-epoch fine-tune with the 1-epoch
+# default warm-up); the paper's recipes warm up for 5-7% of the epochs, so at most a tenth of the run is used.
+MAX_WARMUP_FRACTION = 0.1
 SCRATCH_LAYER_DECAY = 1.0  # the from-scratch baseline: every layer at the full lr (nothing pretrained to protect)
 
 
@@ -133,7 +136,8 @@ def finetune(
     bf16) as ``runtime.choose_precision``. Returns a dict with ``top1`` (test accuracy, %),
     ``test_correct`` (the (N_test,) per-image flags, packed by ``stats.pack_correct``), the per-epoch
     ``history`` (mean train loss, test top-1 when evaluated), ``first_loss`` / ``last_loss``,
-    ``layer_decay`` and ``recipe`` (what this run used), ``precision`` / ``precision_reason`` and
+    ``layer_decay``, ``warmup_steps`` (at most :data:`MAX_WARMUP_FRACTION` of the steps) and ``recipe``
+    (what this run used), ``precision`` / ``precision_reason`` and
     ``wall_time_s``.
     """
     ft.validate()
@@ -155,7 +159,7 @@ def finetune(
         raise ConfigError(f"--batch-size {ft.batch_size} is larger than the {len(train)} training images")
     total_steps = ft.epochs * steps_per_epoch
     peak_lr = ft.blr * ft.batch_size / 256
-    warmup = round(min(ft.warmup_epochs, ft.epochs) * steps_per_epoch)
+    warmup = round(min(ft.warmup_epochs, MAX_WARMUP_FRACTION * ft.epochs) * steps_per_epoch)
     lrs = lr_schedule(peak_lr, ft.min_lr, total_steps, warmup).tolist()
 
     torch.manual_seed(ft.seed)  # augmentation draws from the global generator
@@ -197,7 +201,7 @@ def finetune(
         "init": "scratch" if mae is None else cfg.train.method, "top1": history[-1]["test_top1"],
         "test_correct": pack_correct(correct), "layer_decay": ft.layer_decay, "first_loss": history[0]["train_loss"],
         "last_loss": history[-1]["train_loss"], "history": history,
-        "train_images": len(train), "test_images": len(test), "steps": total_steps, "peak_lr": peak_lr,
+        "train_images": len(train), "test_images": len(test), "steps": total_steps, "warmup_steps": warmup, "peak_lr": peak_lr,
         "device": str(device), **choice.as_dict(),
         "wall_time_s": round(time.perf_counter() - start_time, 2), "recipe": asdict(ft),
     }  # fmt: skip

@@ -4,8 +4,10 @@ that say whether an accuracy, or a difference between two, is beyond noise.
 Evaluations write ``RUN/eval/<name>.json`` (everything) and ``<name>.md`` (a short table); the
 experiments write ``summary.md``, ``summary.csv`` and ``metrics.json`` through the same helpers.
 Accuracies are in % and measured on ``n`` test images, each right or wrong: their binomial standard
-error is sqrt(p (1 - p) / n), and a difference of two on the same images has the standard error
-sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n). A difference within twice that is reported as noise, never as a win.
+error is sqrt(p (1 - p) / n), and a difference of two has the standard error
+sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n) (exact for independent test sets; on the same images, a conservative
+bound: the paired tests in ``eval.stats`` are sharper). A difference within twice that is reported as noise, never as
+a win.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class PairedComparison:
         return f"{winner} beats {loser}: {name_a} - {name_b} {numbers}"
 
     def to_dict(self) -> dict[str, float | int]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -157,6 +158,7 @@ class SeedSpread:
         return self.ci_low is not None and self.ci_high is not None and (self.ci_low > 0 or self.ci_high < 0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -157,9 +157,9 @@ def write_end_summary(run: Path, status: str, peak_memory_mb: float | None) -> N
     meta = ckpt.load_meta(run)
     device = resolve_device(cfg.train.device)
     precision = choose_precision(cfg.train.precision, device)
-    images_per_step = cfg.train.batch_size * cfg.train.accum_steps * meta.get("world_size", 1)
     summary = rundir.summarize(
-        run, status, meta["step"], meta["total_steps"], meta.get("wall_time", 0.0), images_per_step, str(device),
+        run, status, meta["step"], meta["total_steps"], meta.get("wall_time", 0.0),
+        cfg.train.images_per_step(meta.get("world_size", 1)), str(device),
         precision.name, precision.reason, peak_memory_mb,
     )  # fmt: skip
     rundir.write_summary(run, summary)

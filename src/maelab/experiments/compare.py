@@ -38,11 +38,11 @@ from maelab import checkpoint as ckpt
 from maelab import rundir
 from maelab.config import Config, validate
 from maelab.config.experiments import CompareOptions, method_config
+from maelab.eval.features import POOLINGS
 from maelab.experiments import child
 from maelab.experiments.compare_plan import (
     KNN_K,
     METHOD_NAMES,
-    POOLINGS,
     check_steps,
     given_momentum,
     momentum_record,
@@ -64,7 +64,7 @@ def _train_record(run: Path, cfg: Config, stop: int | None = None) -> dict[str, 
     summary = rundir.read_summary(run)
     meta = ckpt.load_meta(run)
     epochs = meta["step"] / meta["steps_per_epoch"]
-    seconds = rundir.training_seconds(rundir.read_metrics(run), cfg.train.batch_size * cfg.train.accum_steps)
+    seconds = rundir.training_seconds(rundir.read_metrics(run), cfg.train.images_per_step())
 
     def get(key: str) -> Any:
         return getattr(summary, key) if summary is not None else None
@@ -160,7 +160,7 @@ def _equal_time_run(
         return None, runs_dir / slow
     run = runs_dir / f"{slow}-equal-time"
     cfg = method_config(base, slow, str(run), info["epochs"], opts.given)
-    cfg = with_teacher_momentum(cfg, momentum, info["stop_after_steps"])
+    cfg = with_teacher_momentum(cfg, momentum, info["stop_after_steps"], opts.given)
     record = _trained_run(stages, f"pretrain:{slow}-equal-time", cfg, opts, data, device, 0, info["stop_after_steps"])
     label = f"{slow.upper()} (equal time)"
     stages.put("equal_time", {**info, "run": str(run), "label": label, "train_time_s": record["train_time_s"]})

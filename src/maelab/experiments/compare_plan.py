@@ -13,12 +13,12 @@ from typing import Any
 from maelab.config import METHOD_TRAIN_DEFAULTS, Config
 from maelab.config.experiments import CompareOptions, method_config
 from maelab.config.pretrain import DinoConfig
+from maelab.eval.knn import PAIRED_K
 from maelab.experiments.stages import Stages
 from maelab.models.dino import momentum_schedule, suggest_momentum, teacher_init_weight
 
 METHOD_NAMES = ("mae", "dino")
-KNN_K = 20  # the k reported in tables and curves (DINO's default)
-POOLINGS = ("cls", "mean")  # the token poolings every encoder is evaluated with
+KNN_K = PAIRED_K  # the k reported in tables and curves (DINO's default)
 STATE_FILE = "metrics.json"
 TEACHER_INIT_LEFT = 0.05  # the most of its random init a DINO teacher may keep at the end of a run
 MOMENTUM_RULE = (
@@ -84,26 +84,29 @@ def teacher_left(momentum: float, schedule_steps: int, run_steps: int | None = N
     return teacher_init_weight(momentum_schedule(momentum, schedule_steps)[: run_steps or schedule_steps])
 
 
-def with_teacher_momentum(cfg: Config, given: float | None, stop: int | None = None) -> Config:
+def with_teacher_momentum(
+    cfg: Config, given: float | None, stop: int | None = None, given_values: Collection[str] = ()
+) -> Config:
     """``cfg`` with, for a DINO run, the teacher momentum ``given`` or else :func:`teacher_momentum` of the
-    run's own length (cut at step ``stop`` if given), and the warm-ups shrunk to the run
-    (:func:`with_short_run_warmups`); set in place, returned for chaining."""
+    run's own length (cut at step ``stop`` if given), and the warm-ups not in ``given_values`` shrunk to the
+    run (:func:`with_short_run_warmups`); set in place, returned for chaining."""
     if cfg.train.method == "dino":
         total = schedule_steps(cfg)
         cfg.dino.momentum_teacher = given if given is not None else teacher_momentum(total, stop)
-        with_short_run_warmups(cfg, total / max(1, steps_per_epoch(cfg)))
+        with_short_run_warmups(cfg, total / max(1, steps_per_epoch(cfg)), given_values)
     return cfg
 
 
-def with_short_run_warmups(cfg: Config, run_epochs: float) -> Config:
+def with_short_run_warmups(cfg: Config, run_epochs: float, given_values: Collection[str] = ()) -> Config:
     """``cfg`` with DINO's epoch-counted warm-ups (``freeze_last_layer``, ``warmup_teacher_temp_epochs``) taking
     the share of a ``run_epochs``-epoch run that they take of DINO's :data:`DINO_SCHEDULE_EPOCHS`-epoch schedule,
-    for a run shorter than that; a value other than DINO's default is taken as given and kept. Without it a
+    for a run shorter than that; a value named in ``given_values`` ("dino.freeze_last_layer": typed, even if equal
+    to the default) or other than DINO's default is taken as given and kept. Without it a
     1-epoch run would keep the head's last layer frozen at its random init for the whole run. In place."""
     share = min(1.0, run_epochs / DINO_SCHEDULE_EPOCHS)
     default = DinoConfig()
     for name in SHORT_RUN_WARMUPS:
-        if getattr(cfg.dino, name) == getattr(default, name):
+        if f"dino.{name}" not in given_values and getattr(cfg.dino, name) == getattr(default, name):
             setattr(cfg.dino, name, getattr(default, name) * share)
     return cfg
 
@@ -132,7 +135,7 @@ def run_configs(
     DINO's teacher momentum fitted to its length unless ``given`` (:func:`with_teacher_momentum`)."""
     cfgs = {m: method_config(base, m, str(runs_dir / m), given=given_values) for m in METHOD_NAMES}
     for cfg in cfgs.values():
-        with_teacher_momentum(cfg, given)
+        with_teacher_momentum(cfg, given, given_values=given_values)
     return cfgs
 
 
@@ -141,7 +144,7 @@ def steps_per_epoch(cfg: Config) -> int:
     from maelab.data import load_data
 
     n = len(load_data(cfg.data, "train", cfg.model.img_size))
-    return n // (cfg.train.batch_size * cfg.train.accum_steps)
+    return n // cfg.train.images_per_step()
 
 
 def schedule_steps(cfg: Config) -> int:

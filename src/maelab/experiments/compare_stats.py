@@ -18,9 +18,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from maelab.eval.features import POOLINGS
 from maelab.eval.results import markdown_table, versus
 from maelab.eval.stats import PairedComparison, compare_paired, unpack_correct
-from maelab.experiments.compare_plan import POOLINGS
 
 RANDOM_INIT = "random init"
 UNPAIRED_NOTE = "unpaired 2-SE rule: no per-image results stored (written by an older maelab)"

@@ -14,8 +14,9 @@ from typing import Any
 from maelab.checkpoint import atomic_write_text
 from maelab.config import config_from_dict
 from maelab.config.experiments import method_config
+from maelab.eval.features import POOLINGS
 from maelab.eval.results import fmt, markdown_table, write_csv
-from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, POOLINGS, WARMUP_RULE
+from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, WARMUP_RULE
 from maelab.experiments.compare_stats import (
     RANDOM_INIT,
     RULE,
@@ -222,8 +223,8 @@ def optimizer_text(settings: dict[str, Any]) -> str:
     parts = []
     for method in METHOD_NAMES:
         t = method_config(base, method, given=settings["options"].get("given", ())).train
-        batch = t.batch_size * t.accum_steps
-        lr = f"lr {t.lr:g}" if t.lr > 0 else f"lr {t.blr * batch / 256:g} (blr {t.blr:g} x {batch} / 256)"
+        batch = t.images_per_step()
+        lr = f"lr {t.lr:g}" if t.lr > 0 else f"lr {t.peak_lr():g} (blr {t.blr:g} x {batch} / 256)"
         decay = f"{t.weight_decay:g}" + (f" -> {t.weight_decay_end:g} (cosine)" if t.weight_decay_end >= 0 else "")
         warmup = f"{t.warmup_epochs:g} epoch{'' if t.warmup_epochs == 1 else 's'}"
         parts.append(f"{method.upper()} (recipe {t.recipe}): {lr}, warm-up {warmup} (at most a quarter of the run), "

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from maelab import rundir
+from maelab.eval.features import POOLINGS
 from maelab.eval.results import accuracy_se
-from maelab.experiments.compare_plan import POOLINGS
 from maelab.experiments.sweep_plan import VIEWS, SweepPlan, knn_k
 
 

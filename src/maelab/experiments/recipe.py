@@ -45,21 +45,18 @@ from maelab import checkpoint as ckpt
 from maelab import rundir
 from maelab.config import Config, ConfigError
 from maelab.config.recipe import RecipeCandidate
+from maelab.eval.features import POOLINGS
 from maelab.experiments import child
 from maelab.experiments.compare_plan import momentum_record
 from maelab.experiments.recipe_plan import (
     CALIBRATION_RUNS,
     KNN_K,
-    POOLINGS,
     RecipePlan,
     baseline_config,
     calibration_length,
     fit_teacher_momentum,
-    images_per_step,
     loop_speed,
-    peak_lr,
     planned_steps,
-    warmup_steps,
 )
 from maelab.experiments.stages import Stages
 
@@ -82,7 +79,7 @@ def measure_speed(
     again, longer, until ``min_steps`` steps and ``min_seconds`` are timed (at most :data:`CALIBRATION_RUNS`
     runs). Returns loop_speed's dict with {runs, steps_run, window_img_per_s, precision, precision_reason,
     device}."""
-    per_step, steps, runs = images_per_step(cfg), 0, 0
+    per_step, steps, runs = cfg.train.images_per_step(), 0, 0
     speed: dict[str, Any] = {}
     while runs < CALIBRATION_RUNS:
         runs += 1
@@ -116,7 +113,7 @@ def calibrate(plan: RecipePlan, cand: RecipeCandidate) -> dict[str, Any]:
     (less the loop's start overhead, which the run's training seconds count too)."""
     cfg = plan.config(cand)
     train = _train_images(cfg)
-    per_step = images_per_step(cfg)
+    per_step = cfg.train.images_per_step()
     if len(train) < per_step:
         raise ConfigError(f"candidate {cand.name}: {len(train)} training images, fewer than a step's {per_step}")
     speed = measure_speed(cfg, plan.out / "calibration" / cand.name, plan.options.calibration_steps,
@@ -145,7 +142,7 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
     summary, records, meta = rundir.read_summary(run), rundir.read_metrics(run), ckpt.load_meta(run)
     if summary is None:
         raise ckpt.CheckpointError(f"{run}: no summary.json; the run has not finished")
-    per_step = images_per_step(cfg)
+    per_step = cfg.train.images_per_step()
     if meta["steps_per_epoch"] != calib["train_images"] // per_step:
         raise ConfigError(
             f"{run}: pretraining ran {meta['steps_per_epoch']} steps an epoch, but the {calib['train_images']} "
@@ -161,7 +158,7 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
         "run": str(run), "steps": summary.steps, "train_seconds": round(train_s, 2),
         "budget_use": round(train_s / calib["budget_s"], 4), "wall_time_s": summary.wall_time_s,
         "epochs": round(summary.steps * per_step / calib["train_images"], 3), "steps_per_epoch": meta["steps_per_epoch"],
-        "warmup_steps": warmup_steps(cfg, meta["steps_per_epoch"], summary.steps), "peak_lr": peak_lr(cfg),
+        "warmup_steps": cfg.train.warmup_steps(meta["steps_per_epoch"], summary.steps), "peak_lr": cfg.train.peak_lr(),
         "median_img_per_s": summary.median_img_per_s, "first_loss": summary.first_loss,
         "final_loss": summary.final_loss, "peak_memory_mb": summary.peak_memory_mb, "device": summary.device,
         "precision": summary.precision, **momentum,

@@ -20,13 +20,13 @@ from typing import Any
 from maelab import rundir
 from maelab.config import Config, ConfigError, DinoConfig, ModelConfig, resolve_config
 from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
+from maelab.eval.knn import PAIRED_K
 from maelab.experiments.compare_plan import with_teacher_momentum
 from maelab.experiments.stages import Stages
 
 STATE_FILE = "recipe.json"
-KNN_K = 20  # the k of the score (DINO's default)
+KNN_K = PAIRED_K  # the k of the score (DINO's default)
 KS = (10, KNN_K, 200)  # k-NN neighbour counts in the reports
-POOLINGS = ("cls", "mean")
 # A calibration trains the candidate's config with the training loop for a few steps and times the metric
 # windows after the one holding step WARMUP_STEPS (allocations and AdamW's state come on the first step;
 # torch.compile, when set, on the first too). It times at least CALIBRATION_SHARE of the budget and at
@@ -68,6 +68,7 @@ class RecipePlan:
 
     @property
     def out(self) -> Path:
+        """The results directory (``--out``)."""
         return Path(self.options.out)
 
     @property
@@ -89,6 +90,7 @@ class RecipePlan:
         })  # fmt: skip
 
     def run_dir(self, cand: RecipeCandidate) -> Path:
+        """Where ``cand``'s pretraining run lives: OUT/runs/<name>."""
         return self.out / "runs" / cand.name
 
     def config(self, cand: RecipeCandidate, steps: int = 0) -> Config:
@@ -154,11 +156,6 @@ def fit_teacher_momentum(cfg: Config) -> Config:
     return with_teacher_momentum(dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino)), given)
 
 
-def images_per_step(cfg: Config) -> int:
-    """Images per optimizer step of a one-process run."""
-    return cfg.train.batch_size * cfg.train.accum_steps
-
-
 def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
     """Optimizer steps that fill ``budget_s`` seconds at ``img_per_s`` with ``per_step`` images a step (>= 1),
     after ``overhead_s`` seconds of the run's first, slower steps."""
@@ -195,17 +192,6 @@ def budget_flag(use: float) -> str:
     ``over budget`` or ``under budget``."""
     low, high = BUDGET_TOLERANCE
     return "over budget" if use > high else "under budget" if use < low else ""
-
-
-def warmup_steps(cfg: Config, steps_per_epoch: int, total_steps: int) -> int:
-    """The warm-up length the training loop uses (``--warmup-epochs``, capped at a quarter of the run)."""
-    return round(min(cfg.train.warmup_epochs * steps_per_epoch, total_steps / 4))
-
-
-def peak_lr(cfg: Config) -> float:
-    """The peak learning rate of a one-process run: ``--lr``, or ``--blr`` x effective batch / 256."""
-    t = cfg.train
-    return t.lr if t.lr > 0 else t.blr * images_per_step(cfg) / 256
 
 
 def baseline_config(cfg: Config, base: Config) -> Config:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from maelab.config import SECTIONS
+from maelab.eval.features import POOLINGS
 from maelab.eval.results import fmt, markdown_table, write_summary_files
 from maelab.eval.stats import compare_paired, unpack_correct
 from maelab.experiments.compare_plan import MOMENTUM_RULE
 from maelab.experiments.recipe_plan import (
     BUDGET_TOLERANCE,
     KNN_K,
-    POOLINGS,
     RecipePlan,
     budget_flag,
     encoder_shape,
@@ -117,7 +117,7 @@ def knobs(cfg: Any) -> dict[str, Any]:
     m, d, t = cfg.model, cfg.data, cfg.train
     return {
         "method": t.method,
-        "batch": t.batch_size * t.accum_steps, "lr": t.lr if t.lr > 0 else t.blr * t.batch_size * t.accum_steps / 256,
+        "batch": t.images_per_step(), "lr": t.peak_lr(),
         "warmup_epochs": t.warmup_epochs, "norm_pix_loss": m.norm_pix_loss, "encoder": encoder_shape(cfg),
         "decoder": f"{m.decoder_embed_dim}x{m.decoder_depth}", "mask_ratio": m.mask_ratio,
         "images": d.subset or "all",
@@ -226,12 +226,20 @@ def winner_lines(plan: RecipePlan, rows: list[dict[str, Any]], m: dict[str, Any]
         "", f"Margin over the runner-up `{m['b']}`: {m['score_difference']:+.2f} points of score. Paired on the same "
         f"{n_val} validation images (difference in points, 95% paired-bootstrap CI, exact McNemar p):", "",
         *(f"- {METRIC_NAMES[k]} ({m[k]['pooling']}): {m[k]['verdict']}" for k in METRICS), "",
-        f"Verdict: {m['verdict']}. One seed per candidate: "
-        + ("the seed-to-seed spread is not measured, so treat a win on one metric only as weak evidence."
-           if m["a_better_on"] else "the winner is a tie with the runner-up; either recipe is as good at this budget, "
-           "and a second seed (--seed 1) would be needed to separate them."),
+        f"Verdict: {m['verdict']}. One seed per candidate: " + _seed_caveat(m),
     ]  # fmt: skip
     return lines
+
+
+def _seed_caveat(m: dict[str, Any]) -> str:
+    """What one seed allows the winner-vs-runner-up margin ``m`` to say."""
+    if m["a_better_on"] and not m["b_better_on"]:
+        return "the seed-to-seed spread is not measured, so treat a win on one metric only as weak evidence."
+    if m["b_better_on"]:
+        return ("the runner-up is better beyond noise on " + ", ".join(m["b_better_on"]) + ": the ranking by score "
+                "is mixed, and more seeds (--seed 1, --seed 2) would be needed to order them.")
+    return ("the winner is a tie with the runner-up; either recipe is as good at this budget, and more seeds "
+            "(--seed 1, --seed 2) would be needed to separate them.")
 
 
 def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, command: str,

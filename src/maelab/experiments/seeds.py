@@ -22,8 +22,9 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from maelab.checkpoint import atomic_write_text
 from maelab.config import ConfigError
-from maelab.eval.results import markdown_table
+from maelab.eval.results import markdown_table, write_json
 from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
 
@@ -85,6 +86,8 @@ def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
     sweeps, seeds = [], {}
     for folder in folders:
         path = Path(folder) / "metrics.json"
+        if not Path(folder).is_dir():
+            raise ConfigError(f"{folder}: no such directory")
         if not path.is_file():
             raise ConfigError(f"{folder}: no metrics.json (not a finished maelab sweep)")
         m = json.loads(path.read_text())
@@ -107,14 +110,15 @@ def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
     return sweeps
 
 
-def metrics(sweep: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
-    """(row key, evaluation kind, pooling, label) of every accuracy a sweep holds: linear and k-NN at each
-    pooling (k=20 when evaluated), fine-tune when run."""
+def metrics(sweep: dict[str, Any], view: str = VIEWS[0]) -> list[tuple[str, str, str | None, str]]:
+    """(row key, evaluation kind, pooling, label) of every accuracy a sweep holds in ``view``: linear and k-NN
+    at each pooling (k=20 when evaluated), fine-tune when run (equal epochs only: the sweep fine-tunes no
+    equal-time checkpoint)."""
     ev = sweep["settings"]["eval"]
     k = "20" if 20 in ev["ks"] else str(ev["ks"][0])
     out: list[tuple[str, str, str | None, str]] = [(f"linear_{p}", "linear", p, f"linear {p}") for p in ev["poolings"]]
     out += [(f"knn{k}_{p}", "knn", p, f"k-NN k={k} {p}") for p in ev["poolings"]]
-    if ev.get("finetune_epochs"):
+    if ev.get("finetune_epochs") and view == VIEWS[0]:
         out.append(("finetune", "finetune", None, "fine-tune"))
     return out
 
@@ -147,7 +151,7 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
         labels = [lbl for lbl in points[0] if all(lbl in p for p in points)]
         table: dict[str, dict[str, Any]] = {lbl: {} for lbl in labels}
         pairs: list[dict[str, Any]] = []
-        for key, kind, pooling, mlabel in metrics(sweeps[0]):
+        for key, kind, pooling, mlabel in metrics(sweeps[0], view):
             per = {
                 lbl: [flags(s, p[lbl], kind, pooling, key) for s, p in zip(sweeps, points, strict=True)]
                 for lbl in labels
@@ -211,7 +215,7 @@ def write_seeds(folders: Sequence[Path], out: Path, command: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     record = {"command": command, "folders": [s["folder"] for s in sweeps], "seeds": [s["seed"] for s in sweeps],
               "min_seeds": MIN_SEEDS, "views": combined}  # fmt: skip
-    (out / "seeds.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_json(out / "seeds.json", record)
     summary = out / "summary.md"
-    summary.write_text(summary_markdown(sweeps, combined, command))
+    atomic_write_text(summary, summary_markdown(sweeps, combined, command))
     return summary

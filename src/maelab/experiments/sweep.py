@@ -42,7 +42,6 @@ from maelab.experiments.sweep_plan import (
     SweepPlan,
     budget_dir,
     budget_step,
-    images_per_step,
     open_stages,
     run_config,
     run_name,
@@ -67,9 +66,9 @@ def run_stats(run: Path) -> dict[str, Any]:
     summary, cfg, records = rundir.read_summary(run), rundir.load_config(run), rundir.read_metrics(run)
     if summary is None:
         raise ckpt.CheckpointError(f"{run}: no summary.json; the run has not finished")
-    ips = images_per_step(cfg)
+    ips = cfg.train.images_per_step()
     train_s = training_seconds(records, ips)
-    steps_per_epoch = (summary.total_steps or summary.steps) // cfg.train.epochs
+    steps_per_epoch = int(ckpt.load_meta(run)["steps_per_epoch"])  # right with --steps too
     return {
         "run": str(run), "epochs": cfg.train.epochs, "steps": summary.steps, "total_steps": summary.total_steps,
         "steps_per_epoch": steps_per_epoch, "median_img_per_s": summary.median_img_per_s,
@@ -85,7 +84,7 @@ def run_stats(run: Path) -> dict[str, Any]:
 def budget_checkpoint(plan: SweepPlan, ratio: float, budget_seconds: float, total_steps: int) -> dict[str, Any]:
     """Train ``ratio`` up to the step where its training time reaches ``budget_seconds`` and keep that
     checkpoint in ``budget/mr<R>/checkpoint``; returns the budget plan ({budget_s, probe_steps,
-    seconds_per_step, step, capped, over_budget, train_seconds}).
+    seconds_per_step, step, capped, over_budget}, and train_seconds unless capped).
 
     The speed is measured on the first ``PROBE_FRACTION`` of the run's steps. A ratio whose whole run
     fits in the budget (``capped``) keeps no extra checkpoint: its final one stands in.
@@ -94,7 +93,7 @@ def budget_checkpoint(plan: SweepPlan, ratio: float, budget_seconds: float, tota
     run, bdir = Path(cfg.train.out), budget_dir(plan, ratio)
     probe = min(total_steps, max(2, math.ceil(PROBE_FRACTION * total_steps)))
     child.train_until(run, cfg, probe)
-    sps, step = budget_step(rundir.read_metrics(run), images_per_step(cfg), probe, budget_seconds)
+    sps, step = budget_step(rundir.read_metrics(run), cfg.train.images_per_step(), probe, budget_seconds)
     bplan = {
         "budget_s": round(budget_seconds, 3), "probe_steps": probe, "seconds_per_step": sps,
         "step": min(max(step, probe), total_steps), "capped": step >= total_steps, "over_budget": step < probe,
@@ -113,7 +112,7 @@ def budget_checkpoint(plan: SweepPlan, ratio: float, budget_seconds: float, tota
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(found, tmp)
         tmp.rename(bdir / "checkpoint")
-    used = training_seconds(rundir.read_metrics(run), images_per_step(cfg), bplan["step"])
+    used = training_seconds(rundir.read_metrics(run), cfg.train.images_per_step(), bplan["step"])
     return {**bplan, "train_seconds": round(used, 2)}
 
 
@@ -187,8 +186,6 @@ def evaluate_random_init(plan: SweepPlan, data: Callable[[], Any]) -> dict[str, 
 # What a fine-tuning stage keeps in sweep.json (evals/<point>/finetune.json holds everything).
 FINETUNE_KEYS = ("top1", "test_correct", "layer_decay", "first_loss", "last_loss", "history", "steps", "train_images",
                  "test_images", "peak_lr", "precision", "wall_time_s", "recipe")  # fmt: skip
-# A short fine-tune (the CPU preset's is 1 epoch) would otherwise be all warm-up and end at the peak lr.
-FINETUNE_WARMUP_FRACTION = 0.1
 
 
 def finetune_point(
@@ -199,8 +196,8 @@ def finetune_point(
     probe use; ``OUT/evals/<name>/finetune.json`` is read back if there.
 
     Every point gets the same recipe, epochs, images, batch and seed; the from-scratch baseline trains without
-    layer decay (:func:`maelab.eval.finetune.recipe_for`, applied inside ``finetune``). The warm-up is the
-    recipe's, at most :data:`FINETUNE_WARMUP_FRACTION` of the epochs. Returns
+    layer decay (:func:`maelab.eval.finetune.recipe_for`, applied inside ``finetune``). The warm-up is at
+    most a tenth of the epochs (``eval.finetune.MAX_WARMUP_FRACTION``). Returns
     :data:`FINETUNE_KEYS` of the result: ``top1`` (%) and ``test_correct`` (packed (N_test,) flags) among them.
     """
     from maelab.config import FinetuneConfig
@@ -213,7 +210,6 @@ def finetune_point(
         t, images = plan.base.train, train()
         ft = FinetuneConfig(epochs=plan.eval.finetune_epochs, seed=t.seed, device=t.device, quiet=t.quiet)
         ft.batch_size = min(ft.batch_size, len(images))
-        ft.warmup_epochs = min(ft.warmup_epochs, FINETUNE_WARMUP_FRACTION * ft.epochs)
         module, cfg = load_model(str(source)) if source is not None else (None, plan.base)
         write_json(path, finetune(module, cfg, ft, images, data().test, f"fine-tune ({name})", t.precision))
     result = json.loads(path.read_text())
@@ -261,7 +257,7 @@ def run_sweep(plan: SweepPlan, command: str = "") -> Path:
         stats[ratio] = stages.once(f"pretrain:{name}", lambda r=ratio: run_stats(ensure_pretrained(plan, r)))
         if ratio == plan.budget_ratio:
             records = rundir.read_metrics(stats[ratio]["run"])
-            budget_s = training_seconds(records, images_per_step(plan.base))
+            budget_s = training_seconds(records, plan.base.train.images_per_step())
             total_steps = stats[ratio]["total_steps"]  # same data, batch and epochs: every ratio has this many
 
     ev = plan.eval

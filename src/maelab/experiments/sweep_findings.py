@@ -119,7 +119,7 @@ def finetune_spread_sentence(
     rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1, within: tuple[float, float] = INSENSITIVE_RANGE
 ) -> str | None:
     """Whether fine-tuning is insensitive to the mask ratio ``within`` the range (the MAE paper's claim): every
-    pair of fine-tuned ratios in it, paired on the same images; "insensitive within noise" only if no pair
+    pair of fine-tuned ratios in it, paired on the same images; "no difference detected" only if no pair
     differs beyond noise, with the largest difference and its interval. None when nothing was fine-tuned."""
     scored = [(r, _finetuned(evals, r.get("point"))) for r in sorted(rows, key=lambda r: r["ratio"])]
     tuned = [(r, score) for r, score in scored if score is not None]
@@ -145,8 +145,8 @@ def finetune_spread_sentence(
     beyond = [part for _, part, won in judged if won]
     if not beyond:
         return (
-            f"{claim}: insensitive within noise at this budget: no paired difference among {ratios} is beyond noise; "
-            f"the largest, {max(judged)[1]} ({_seeds(seeds)})."
+            f"{claim}: no difference detected at this budget (consistent with insensitivity; a tie is not proof of "
+            f"it): no paired difference among {ratios} is beyond noise; the largest, {max(judged)[1]} ({_seeds(seeds)})."
         )
     return f"{claim}: not insensitive at this budget: among {ratios}, {'; '.join(beyond)} ({_seeds(seeds)})."
 

@@ -123,11 +123,6 @@ def knn_k(plan: SweepPlan) -> str:
     return "20" if 20 in plan.eval.ks else str(plan.eval.ks[0])
 
 
-def images_per_step(cfg: Config) -> int:
-    """Images per optimizer step of a one-process run."""
-    return cfg.train.batch_size * cfg.train.accum_steps
-
-
 def budget_step(
     records: list[dict[str, Any]], images_per_step: int, probe: int, budget_seconds: float
 ) -> tuple[float, int]:

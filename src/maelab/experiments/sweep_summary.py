@@ -21,7 +21,6 @@ from maelab.experiments.sweep_plan import (
     RANDOM_INIT,
     VIEWS,
     SweepPlan,
-    images_per_step,
     knn_k,
     run_name,
 )
@@ -146,7 +145,7 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
     point = evals[run_name(plan.ratios[0])]
     used = point["linear"]["data"]
     recon_n = point[f"reconstruction_mr{plan.ratios[0]:g}"]["num_images"]
-    lr = t.lr if t.lr > 0 else t.blr * images_per_step(plan.base) / 256
+    lr = t.peak_lr()
     subset = f"a {d.subset}-image class-balanced subset of" if d.subset else "all of"
     same = " (identical for every ratio but the mask ratio)" if len(plan.ratios) > 1 else ""
     scored_at = f"at each model's own ratio and at {ev.common_ratio:g}" if len(plan.ratios) > 1 or (
