@@ -170,22 +170,23 @@ class SweepOptions:
 # each (the training loop drops the last 16 images of each epoch's permutation). On the 2-core CPU (fp32,
 # AVX2, idle machine):
 #   MAE:  the ref model trains at ~135 img/s at mask 0.75: 50,000 / 135 = ~370 s = ~6 min
-#   DINO: ~9x slower per image (2 global + 6 local crops through the student and the teacher; 140 vs 16 img/s
-#         in results/mae_vs_dino_cpu): 50,000 / ~16 img/s = ~3100 s = ~50 min
+#   DINO: ~10x slower per image (2 global + 6 local crops through the student and the teacher; 138 vs 13 img/s
+#         in results/mae_vs_dino_cpu, 2026-11-30): 50,000 / ~13.5 img/s = ~3700 s = ~62 min
 #   equal time: DINO again for MAE's ~370 s, a 1-epoch schedule cut after ~90 steps: ~6 min
 #   checks during pretraining: 4 per run, each k-NN features of 10,000 train + 10,000 test images at ~150 img/s
 #             (~2.2 min) and, for DINO, its teacher on the 10,000 test images (~1 min): ~22 min
 #   evaluation: 4 encoders (MAE, DINO, DINO at equal time, random init) x 20,000 images of features: ~9 min;
 #             8 linear probes: ~2 min; fine-tuning 4 encoders x 1 epoch of 10,000 images + the test set: ~12 min
-#   total: ~62 min of pretraining, ~1 h 50 min in all (--points 2 saves ~11 min, --finetune-epochs 0 ~12 min).
+#   total: ~75 min of pretraining, ~2 h 10 min in all, as measured on 2026-11-30 (--points 2 saves ~11 min,
+#          --finetune-epochs 0 ~12 min).
 COMPARE_BUDGET_TEXT = (
     "The defaults are a comparison for a 2-core CPU: the ref encoder on all 50,000 images, batch 64 for both "
     "methods (equal epochs are equal steps), MAE with --recipe short (lr 1e-3, norm_pix_loss, 1 warm-up epoch) "
     "and DINO with its paper's recipe (blr 5e-4 x batch / 256, betas 0.9/0.999, weight decay 0.04 -> 0.4); a "
     "--recipe value applies to MAE only, other flags to both. One epoch is 50,000 // 64 = 781 steps: at ~135 "
-    "img/s (fp32) MAE takes 50,000 / 135 = ~6 min, and DINO, ~9x slower per image (~16 img/s), 50,000 / 16 = "
-    "~50 min, then ~6 min more for DINO at MAE's time; with the checks and the evaluation on the full test "
-    "set, ~1 h 50 min in all."
+    "img/s (fp32) MAE takes 50,000 / 135 = ~6 min, and DINO, ~10x slower per image (~13.5 img/s), 50,000 / "
+    "13.5 = ~62 min, then ~6 min more for DINO at MAE's time; with the checks and the evaluation on the full "
+    "test set, ~2 h 10 min in all (measured: results/mae_vs_dino_cpu)."
 )
 
 
