@@ -37,6 +37,22 @@ def field_types(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+def check(checks: list[tuple[bool, str]]) -> None:
+    """Raise a :class:`ConfigError` with the message of the first failed ``(ok, message)`` pair."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def merge_sections(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{section: {field: value}}`` layers merged field by field, later layers winning (copies; inputs unchanged)."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
 def unknown_key(key: str, known: list[str], where: str) -> ConfigError:
     """The error for ``key`` not in ``known`` (at ``where``), with the closest known key as a hint."""
     close = difflib.get_close_matches(key, known, n=1)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from maelab.config.core import ConfigError, opt
+from maelab.config.core import ConfigError, check, opt
 from maelab.models.vit import get_preset
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -50,13 +50,6 @@ def quiet_opt(what: str = "no progress bars") -> Any:
 def precision_check(precision: str) -> tuple[bool, str]:
     """The ``(ok, message)`` check of a ``--precision`` value."""
     return precision in PRECISIONS, f"--precision must be auto, fp32 or bf16, got {precision!r}"
-
-
-def check(checks: list[tuple[bool, str]]) -> None:
-    """Raise a :class:`ConfigError` with the message of the first failed ``(ok, message)`` pair."""
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
 
 
 # ------------------------------------------------------------------------------------ frozen features

@@ -12,15 +12,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from maelab.config.core import ConfigError, opt
+from maelab.config.core import ConfigError, check, opt
 from maelab.config.pretrain import METHOD_TRAIN_DEFAULTS, TRAIN_RECIPES, Config, resolve_config
-
-
-def _check(checks: list[tuple[bool, str]]) -> None:
-    """Raise ConfigError with the message of the first failed (ok, message) pair."""
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
 
 
 # ------------------------------------------------------------------------------------ sweep
@@ -49,7 +42,7 @@ class EvalSettings:
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the flag."""
-        _check([
+        check([
             (min(self.train_subset, self.test_subset, self.recon_images) >= 0,
              "--eval-subset, --eval-test-subset and --recon-images must be >= 0"),
             (self.probe_epochs >= 1, f"--probe-epochs must be >= 1, got {self.probe_epochs}"),
@@ -213,7 +206,7 @@ class CompareOptions:
 
     def validate(self) -> None:
         """Reject values that cannot work, naming the option."""
-        _check([
+        check([
             (self.points >= 1, f"--points must be >= 1, got {self.points}"),
             (min(self.eval_subset, self.eval_test_subset, self.finetune_subset) >= 0,
              "--eval-subset, --eval-test-subset and --finetune-subset must be >= 0"),

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from maelab.config.core import ConfigError, opt, unknown_key, update_section
+from maelab.config.core import ConfigError, check, opt, unknown_key, update_section
 from maelab.models.vit import get_preset
 
 
@@ -240,10 +240,7 @@ def validate(cfg: Config) -> None:
          "--log-every, --save-every and --keep-checkpoints must be > 0"),
         (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"--betas needs two values in [0, 1), got {t.betas}"),
     ]  # fmt: skip
-    checks += dino_checks(cfg)
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    check(checks + dino_checks(cfg))
 
 
 def dino_checks(cfg: Config) -> list[tuple[bool, str]]:

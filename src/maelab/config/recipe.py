@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from maelab.config.core import ConfigError, opt
+from maelab.config.core import ConfigError, check, merge_sections, opt
 from maelab.config.evaluation import data_dir_opt, device_opt, precision_check, precision_opt, quiet_opt
 from maelab.config.pretrain import METHOD_TRAIN_DEFAULTS
 
@@ -28,10 +28,7 @@ class RecipeCandidate:
 
 def _with(base: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``base`` with the fields of ``sections`` replaced or added (copies; ``base`` is unchanged)."""
-    out = {k: dict(v) for k, v in base.items()}
-    for section, values in sections.items():
-        out.setdefault(section, {}).update(values)
-    return out
+    return merge_sections(base, sections)
 
 
 # Pretraining values every candidate shares (below its overrides): the ref encoder (256 x 4, 4 heads,
@@ -190,6 +187,4 @@ class RecipeOptions:
             (bool(self.out), "--out must name a folder"),
             precision_check(self.precision),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check(checks)

@@ -14,6 +14,7 @@ from typing import Any
 from maelab.eval.stats import compare_paired, unpack_correct
 
 RANDOM_INIT_KIND = "random-init"  # Encoder.spec["kind"] of a random-init twin (eval.features)
+RANDOM_LABEL = "random init"  # how reports and tables name the random-init encoder of the same shape
 HEADER = "vs random init (paired)"
 
 

@@ -39,6 +39,7 @@ from maelab import rundir
 from maelab.config import Config, validate
 from maelab.config.experiments import CompareOptions, method_config
 from maelab.eval.features import POOLINGS
+from maelab.eval.paired import RANDOM_LABEL
 from maelab.experiments import child
 from maelab.experiments.compare_plan import (
     KNN_K,
@@ -177,7 +178,7 @@ def _frozen_evaluations(
     from maelab.eval.frozen import evaluate_knn, evaluate_linear
     from maelab.eval.linear_probe import ProbeConfig
 
-    labels = list(encoders) + ["random init"]
+    labels = list(encoders) + [RANDOM_LABEL]
     encs = [run_encoder(run)[0] for run in encoders.values()]
     encs.append(random_init_encoder(method_config(base, "mae"), base.train.seed))
     poolings = POOLINGS
@@ -225,7 +226,7 @@ def _finetune_all(
 
     return {
         label: stages.once(f"finetune:{label}", functools.partial(tune, label, run))
-        for label, run in [*encoders.items(), ("random init", None)]
+        for label, run in [*encoders.items(), (RANDOM_LABEL, None)]
     }
 
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from maelab.eval.features import POOLINGS
+from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, versus
 from maelab.eval.stats import PairedComparison, compare_paired, unpack_correct
 
-RANDOM_INIT = "random init"
 UNPAIRED_NOTE = "unpaired 2-SE rule: no per-image results stored (written by an older maelab)"
 RULE = (
     "paired on the same {n} test images: a win needs an exact McNemar p < 0.05 and a 95% paired-bootstrap "
@@ -97,9 +97,9 @@ def judge(name_a: str, a: Score, name_b: str, b: Score, n: int) -> Judgment:
 def comparison_columns(labels: list[str], reference: str | None = None) -> list[tuple[str, str]]:
     """The (A, B) pairs of the paired table: MAE vs DINO, each trained encoder vs random init, and the
     equal-time run vs the method it was timed against (``reference``)."""
-    trained = [label for label in labels if label != RANDOM_INIT]
+    trained = [label for label in labels if label != RANDOM_LABEL]
     pairs = [("MAE", "DINO")] if {"MAE", "DINO"} <= set(trained) else []
-    pairs += [(label, RANDOM_INIT) for label in trained if RANDOM_INIT in labels]
+    pairs += [(label, RANDOM_LABEL) for label in trained if RANDOM_LABEL in labels]
     extra = [label for label in trained if label not in ("MAE", "DINO")]
     if reference and extra:
         pairs += [(label, reference) for label in extra]

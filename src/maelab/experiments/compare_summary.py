@@ -18,7 +18,7 @@ from maelab.eval.features import POOLINGS
 from maelab.eval.results import fmt, markdown_table, write_csv
 from maelab.experiments.compare_plan import METHOD_NAMES, MOMENTUM_FORMULA, MOMENTUM_RULE, WARMUP_RULE
 from maelab.experiments.compare_stats import (
-    RANDOM_INIT,
+    RANDOM_LABEL,
     RULE,
     UNPAIRED_NOTE,
     Judgment,
@@ -105,7 +105,7 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
     out = []
     for test, s in scores.items():
         text = _mae_vs_dino(s, n_test).text
-        base = "; ".join(judge(m, s[m], RANDOM_INIT, s[RANDOM_INIT], n_test).text for m in ("MAE", "DINO"))
+        base = "; ".join(judge(m, s[m], RANDOM_LABEL, s[RANDOM_LABEL], n_test).text for m in ("MAE", "DINO"))
         out.append(
             f"| {test} | {text}; vs random init (same {'recipe' if test == 'fine-tune' else 'pooling'}): {base} |"
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from maelab import rundir
 from maelab.config import Config, ConfigError, DinoConfig, ModelConfig, resolve_config
+from maelab.config.core import merge_sections
 from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
 from maelab.eval.knn import PAIRED_K
 from maelab.experiments.compare_plan import with_teacher_momentum
@@ -45,14 +46,6 @@ ENCODER_ONLY_RESET = ("decoder_embed_dim", "decoder_depth", "decoder_heads", "no
 PER_CALL_OPTIONS = ("out", "candidates", "quiet", "isolate")
 
 
-def _merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        for section, values in layer.items():
-            out.setdefault(section, {}).update(values)
-    return out
-
-
 def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
@@ -63,7 +56,7 @@ class RecipePlan:
 
     options: RecipeOptions
     candidates: list[RecipeCandidate]
-    base: dict[str, dict[str, Any]] = field(default_factory=lambda: _merge(RECIPE_BASE))
+    base: dict[str, dict[str, Any]] = field(default_factory=lambda: merge_sections(RECIPE_BASE))
     ks: tuple[int, ...] = KS
 
     @property
@@ -84,7 +77,7 @@ class RecipePlan:
     def shared_values(self) -> dict[str, dict[str, Any]]:
         """The pretraining values of every candidate before its overrides: the base and the options."""
         o = self.options
-        return _merge(self.base, {
+        return merge_sections(self.base, {
             "data": {"data_dir": o.data_dir, "holdout": o.holdout},
             "train": {"seed": o.seed, "device": o.device, "precision": o.precision, "quiet": o.quiet},
         })  # fmt: skip
@@ -96,7 +89,7 @@ class RecipePlan:
     def config(self, cand: RecipeCandidate, steps: int = 0) -> Config:
         """``cand``'s pretraining config (``steps`` optimizer steps, into ``OUT/runs/<name>``), validated; with
         ``steps`` (the planned ones), a DINO candidate's teacher momentum is fitted to them (:func:`fit_teacher_momentum`)."""
-        values = _merge(
+        values = merge_sections(
             self.shared_values(), cand.overrides, {"train": {"steps": steps, "out": str(self.run_dir(cand))}}
         )
         try:
@@ -138,7 +131,7 @@ def make_plan(
     if KNN_K not in ks:
         raise ConfigError(f"the score needs k-NN at k={KNN_K}; got ks {ks}")
     options.data_dir = str(resolve_data_dir(options.data_dir or None).resolve())
-    plan = RecipePlan(options, candidates_by_name(tuple(options.candidates), table), _merge(base or RECIPE_BASE), ks)
+    plan = RecipePlan(options, candidates_by_name(tuple(options.candidates), table), merge_sections(base or RECIPE_BASE), ks)
     for cand in plan.candidates:
         plan.config(cand)
     return plan

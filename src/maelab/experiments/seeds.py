@@ -24,12 +24,12 @@ from typing import Any
 
 from maelab.checkpoint import atomic_write_text
 from maelab.config import ConfigError
+from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, write_json
 from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
 
 MIN_SEEDS = 3  # issue 15: rankings that decide a claim use >= 3 seeds
-RANDOM_LABEL = "random init"
 # Settings that may differ between the seeds of one sweep (everything else must be equal).
 FREE_SETTINGS = ("pretrain.train.seed", "pretrain.train.out", "pretrain.train.quiet", "pretrain.data.data_dir")
 

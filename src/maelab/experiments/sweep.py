@@ -179,7 +179,7 @@ def evaluate_random_init(plan: SweepPlan, data: Callable[[], Any]) -> dict[str, 
     from maelab.eval.features import random_init_encoder
 
     make = functools.partial(random_init_encoder, plan.base, plan.base.train.seed)
-    return _frozen_evals(plan, plan.out / "evals" / "random-init", make, data)
+    return _frozen_evals(plan, plan.out / "evals" / RANDOM_INIT, make, data)
 
 
 # ------------------------------------------------------------------------------------ fine-tuning

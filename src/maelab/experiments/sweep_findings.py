@@ -13,9 +13,11 @@ difference between the swept ratios in that range: "insensitive" only when none 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
+from maelab.eval.paired import RANDOM_LABEL
 from maelab.experiments.compare_stats import Score, judge, paired
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS, SweepPlan, knn_k
 
@@ -68,18 +70,24 @@ def random_init_sentence(
     key, kind, pooling, label = metric
     if key not in random_init:
         return None
-    base = Score(random_init[key], _correct(evals, "random-init", kind, pooling, k))
+    base = Score(random_init[key], _correct(evals, RANDOM_INIT, kind, pooling, k))
+    parts = _grouped(rows, lambda r: Score(r[key], _correct(evals, r.get("point"), kind, pooling, k)), base)
+    return f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): {parts}."
+
+
+def _grouped(rows: list[dict[str, Any]], score_of: Callable[[dict[str, Any]], Score | None], base: Score) -> str:
+    """Each ratio's score (``score_of(row)``; None: skipped) against ``base``, paired on the same images, grouped
+    as ``above it at ...; a tie with it at ...; below it at ...``."""
     groups: dict[str, list[str]] = {"above": [], "a tie with": [], "below": []}
     for r in sorted(rows, key=lambda r: r["ratio"]):
+        score = score_of(r)
+        if score is None:
+            continue
         name = f"mask {r['ratio']:g}"
-        j = judge(name, Score(r[key], _correct(evals, r.get("point"), kind, pooling, k)), "random init", base,
-                  r["test_images"])  # fmt: skip
+        j = judge(name, score, RANDOM_LABEL, base, r["test_images"])
         group = "a tie with" if j.winner is None else "above" if j.winner == name else "below"
         groups[group].append(f"{r['ratio']:g} ({j.numbers})")
-    parts = [f"{g} it at {', '.join(v)}" for g, v in groups.items() if v]
-    return (
-        f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): " + "; ".join(parts) + "."
-    )
+    return "; ".join(f"{g} it at {', '.join(v)}" for g, v in groups.items() if v)
 
 
 def _finetuned(evals: dict[str, Any], point: str | None) -> Score | None:
@@ -99,20 +107,11 @@ def finetune_vs_scratch_sentence(rows: list[dict[str, Any]], evals: dict[str, An
     base = _finetuned(evals, RANDOM_INIT)
     if base is None:
         return None
-    groups: dict[str, list[str]] = {"above": [], "a tie with": [], "below": []}
-    for r in sorted(rows, key=lambda r: r["ratio"]):
-        score = _finetuned(evals, r.get("point"))
-        if score is None:
-            continue
-        name = f"mask {r['ratio']:g}"
-        j = judge(name, score, "from scratch", base, r["test_images"])
-        group = "a tie with" if j.winner is None else "above" if j.winner == name else "below"
-        groups[group].append(f"{r['ratio']:g} ({j.numbers})")
-    parts = [f"{g} it at {', '.join(v)}" for g, v in groups.items() if v]
+    parts = _grouped(rows, lambda r: _finetuned(evals, r.get("point")), base)
     return (
         f"Fine-tuning against the same budget from scratch (random init without layer decay, {base.accuracy:.2f}%): "
-        + "; ".join(parts) + f" ({_seeds(seeds)})."
-    )  # fmt: skip
+        f"{parts} ({_seeds(seeds)})."
+    )
 
 
 def finetune_spread_sentence(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from maelab.config import Config, ConfigError, config_from_dict, resolve_config, validate
+from maelab.config.core import merge_sections
 from maelab.config.experiments import EvalSettings, SweepOptions
 from maelab.experiments.stages import Stages
 from maelab.rundir import training_seconds
@@ -45,13 +46,6 @@ class SweepPlan:
         }  # fmt: skip
 
 
-def _merge(low: dict[str, dict[str, Any]], high: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out = {k: dict(v) for k, v in low.items()}
-    for section, values in high.items():
-        out.setdefault(section, {}).update(values)
-    return out
-
-
 def make_plan(
     options: SweepOptions | None = None,
     file_values: dict[str, Any] | None = None,
@@ -71,7 +65,7 @@ def make_plan(
     if "mask_ratio" in cli.get("model", {}):
         raise ConfigError("--mask-ratio: the sweep sets it per run; give the ratios with --mask-ratios")
     out = Path(cli.get("train", {}).pop("out", "") or f"runs/sweep-{options.preset}")
-    base = resolve_config(_merge(preset.pretrain, file_values or {}), cli, where)
+    base = resolve_config(merge_sections(preset.pretrain, file_values or {}), cli, where)
     if base.train.method != "mae":
         raise ConfigError(f"--method {base.train.method}: the mask-ratio sweep needs MAE runs")
     for r in ratios:
