@@ -8,8 +8,9 @@ features of the train and test images -> k-NN / linear probe per encoder and poo
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,24 @@ def write_report(report: dict[str, Any], markdown: str, out_dir: str | Path, nam
     from maelab.eval.results import write_json_and_markdown
 
     return write_json_and_markdown(out_dir, name, report, markdown)
+
+
+def frozen_reports(
+    out: Path, make_encoders: Callable[[], list[Encoder]], data: Callable[[], EvalData], poolings: Sequence[str],
+    ks: Sequence[int], probe: ProbeConfig, **common: Any,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """{"knn": report, "linear": report} of ``make_encoders()`` on ``data()``, written to ``out/{knn,linear}.{json,md}``;
+    a report already there is read back and nothing is built or loaded for it, so an interrupted experiment
+    resumes per evaluation. ``common``: ``batch_size``, ``device``, ``progress``, ``precision`` of both."""
+    reports: dict[str, dict[str, Any]] = {}
+    for kind in ("knn", "linear"):
+        path = out / f"{kind}.json"
+        if not path.is_file():
+            if kind == "knn":
+                report = evaluate_knn(make_encoders(), data(), poolings, ks, **common)
+                write_report(report, knn_markdown(report), out, kind)
+            else:
+                report = evaluate_linear(make_encoders(), data(), poolings, probe, **common)
+                write_report(report, linear_markdown(report), out, kind)
+        reports[kind] = json.loads(path.read_text())
+    return reports

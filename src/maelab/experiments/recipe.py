@@ -231,27 +231,22 @@ def evaluate(plan: RecipePlan, cand: RecipeCandidate, data: Callable[[int], Any]
     """The evaluation stage of ``cand``: k-NN and linear probe of its encoder and of the random init of the
     same encoder on the validation split, into ``OUT/evals/<name>/`` (a report already there is read back)."""
     from maelab.eval.features import random_init_encoder, run_encoder
-    from maelab.eval.frozen import evaluate_knn, evaluate_linear, knn_markdown, linear_markdown, write_report
+    from maelab.eval.frozen import frozen_reports
     from maelab.eval.linear_probe import ProbeConfig
     from maelab.runtime import resolve_device
 
-    o, out = plan.options, plan.out / "evals" / cand.name
-    device, progress = resolve_device(o.device), not o.quiet
-    reports: dict[str, dict[str, Any]] = {}
-    for kind in ("knn", "linear"):
-        path = out / f"{kind}.json"
-        if not path.is_file():
-            encoder, cfg = run_encoder(plan.run_dir(cand))
-            encoders = [encoder, random_init_encoder(baseline_config(cfg, plan.base_config()), cfg.train.seed)]
-            common = dict(batch_size=256, device=device, progress=progress, precision=o.precision)
-            if kind == "knn":
-                report = evaluate_knn(encoders, data(cfg.model.img_size), POOLINGS, plan.ks, **common)
-                write_report(report, knn_markdown(report), out, kind)
-            else:
-                probe = ProbeConfig(epochs=o.probe_epochs, seed=o.seed)
-                report = evaluate_linear(encoders, data(cfg.model.img_size), POOLINGS, probe, **common)
-                write_report(report, linear_markdown(report), out, kind)
-        reports[kind] = json.loads(path.read_text())
+    o = plan.options
+    cfg = plan.config(cand)
+
+    def encoders() -> list[Any]:  # the candidate and the random init of the same encoder
+        encoder, run_cfg = run_encoder(plan.run_dir(cand))
+        return [encoder, random_init_encoder(baseline_config(run_cfg, plan.base_config()), run_cfg.train.seed)]
+
+    reports = frozen_reports(
+        plan.out / "evals" / cand.name, encoders, lambda: data(cfg.model.img_size), POOLINGS, plan.ks,
+        ProbeConfig(epochs=o.probe_epochs, seed=o.seed), batch_size=256, device=resolve_device(o.device),
+        progress=not o.quiet, precision=o.precision,
+    )  # fmt: skip
     return scores_of(reports["knn"], reports["linear"])
 
 

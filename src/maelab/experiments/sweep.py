@@ -119,28 +119,16 @@ def budget_checkpoint(plan: SweepPlan, ratio: float, budget_seconds: float, tota
 # ------------------------------------------------------------------------------------ evaluation
 def _frozen_evals(plan: SweepPlan, out: Path, make_encoder: Callable[[], Any], data: Callable[[], Any]) -> dict:
     """k-NN and linear probe of ``make_encoder()`` into ``out/{knn,linear}.{json,md}`` (read back if there)."""
-    from maelab.eval.frozen import evaluate_knn, evaluate_linear, knn_markdown, linear_markdown, write_report
+    from maelab.eval.frozen import frozen_reports
     from maelab.eval.linear_probe import ProbeConfig
     from maelab.runtime import resolve_device
 
-    ev, device, progress = plan.eval, resolve_device(plan.base.train.device), not plan.base.train.quiet
-    result: dict[str, Any] = {}
-    for kind in ("knn", "linear"):
-        path = out / f"{kind}.json"
-        if not path.is_file():
-            encoders = [make_encoder()]
-            if kind == "knn":
-                report = evaluate_knn(
-                    encoders, data(), ev.poolings, ev.ks, batch_size=ev.feature_batch_size, device=device,
-                    progress=progress,
-                )  # fmt: skip
-                write_report(report, knn_markdown(report), out, kind)
-            else:
-                probe = ProbeConfig(epochs=ev.probe_epochs, seed=ev.seed)
-                report = evaluate_linear(encoders, data(), ev.poolings, probe, ev.feature_batch_size, device, progress)
-                write_report(report, linear_markdown(report), out, kind)
-        result[kind] = json.loads(path.read_text())
-    return result
+    ev = plan.eval
+    return frozen_reports(
+        out, lambda: [make_encoder()], data, ev.poolings, ev.ks, ProbeConfig(epochs=ev.probe_epochs, seed=ev.seed),
+        batch_size=ev.feature_batch_size, device=resolve_device(plan.base.train.device),
+        progress=not plan.base.train.quiet,
+    )  # fmt: skip
 
 
 def evaluate_point(
