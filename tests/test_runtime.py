@@ -270,3 +270,14 @@ def test_finetune_records_the_precision(mock_hardware) -> None:
     result = finetune(None, cfg, ft, uint8_split(8), uint8_split(4, seed=1))
     assert result["precision"] == "bf16" and result["precision_reason"].startswith("auto: CPU has native bf16")
     assert finetune(None, cfg, ft, uint8_split(8), uint8_split(4, seed=1), precision="fp32")["precision"] == "fp32"
+
+
+def test_hardware_text_names_the_isa_and_bf16() -> None:
+    env = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "torch_threads": 2}
+    assert runtime.hardware_text(env) == "AMD EPYC, 2 cores (2 torch threads)"  # an older record: no flags stored
+    env |= {"cpu_capability": "AVX2", "cpu_native_bf16": False}
+    assert runtime.hardware_text(env) == "AMD EPYC, 2 cores (2 torch threads), AVX2, no native bf16"
+    assert runtime.hardware_text({**env, "cpu_native_bf16": True, "gpu": "H200"}).startswith("H200; CPU AMD EPYC")
+    assert runtime.hardware_text({**env, "cpu_native_bf16": True}).endswith("AVX2, native bf16")
+    record = runtime.environment("cpu")  # this machine: the fields the text needs are recorded
+    assert {"cpu_capability", "cpu_native_bf16"} <= set(record)

@@ -256,7 +256,17 @@ def environment(device: str) -> dict[str, Any]:
         "cpu_model": cpu.get("Model name", platform.processor() or "unknown"),
         "cpu_cores": int(cpu.get("CPU(s)", os.cpu_count() or 0)), "torch_threads": torch.get_num_threads(),
         "device": device,
+        # What decides CPU speed here: the vector ISA torch uses, and whether bf16 is native (else fp32 is used).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16(),
     }  # fmt: skip
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def hardware_text(env: dict[str, Any]) -> str:
+    """The machine of an :func:`environment` record in one phrase: CPU model, cores, threads, ISA, bf16, GPU."""
+    text = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"
+    if "cpu_capability" in env:  # records written before these fields existed lack them
+        text += f", {env['cpu_capability']}, {'native' if env.get('cpu_native_bf16') else 'no native'} bf16"
+    return f"{env['gpu']}; CPU {text}" if "gpu" in env else text

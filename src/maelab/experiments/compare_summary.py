@@ -274,11 +274,10 @@ def write_results(
     command: str = "", device: str = "cpu",
 ) -> None:  # fmt: skip
     """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages)."""
-    from maelab.runtime import environment
+    from maelab.runtime import environment, hardware_text
 
     env = environment(device)
-    hw = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"
-    hw = f"{env['gpu']}; CPU {hw}" if "gpu" in env else hw
+    hw = hardware_text(env)
     if equal_time and equal_time.get("label"):
         equal_time = {**equal_time, "record": data["stages"].get(f"pretrain:{equal_time['retrained']}-equal-time")}
     table = rows(trained, equal_time, frozen, finetuned)

@@ -24,7 +24,7 @@ from maelab.experiments.sweep_plan import (
     knn_k,
     run_name,
 )
-from maelab.runtime import environment
+from maelab.runtime import environment, hardware_text
 
 
 # ------------------------------------------------------------------------------------ collecting
@@ -202,9 +202,7 @@ def summary_markdown(
     random_init = _random_init_metrics(evals)
     single = len(plan.ratios) == 1
     title = "Reconstruction study" if single else "Mask-ratio sweep"
-    hw = f"{env['cpu_model']}, {env['cpu_cores']} cores ({env['torch_threads']} torch threads)"
-    if "gpu" in env:
-        hw = f"{env['gpu']}; CPU {hw}"
+    hw = hardware_text(env)
     lines = [
         f"# {title} (preset `{plan.preset}`)", "",
         f"- Command: `{command or '(Python API)'}`",
