@@ -24,9 +24,11 @@ from typing import Any
 
 from maelab.checkpoint import atomic_write_text
 from maelab.config import ConfigError
+from maelab.eval.knn import PAIRED_K
 from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, write_json
 from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
+from maelab.experiments.sweep_findings import packed_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
 
 MIN_SEEDS = 3  # issue 15: rankings that decide a claim use >= 3 seeds
@@ -110,12 +112,17 @@ def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
     return sweeps
 
 
+def knn_k(sweep: dict[str, Any]) -> str:
+    """The k of the k-NN rows: :data:`~maelab.eval.knn.PAIRED_K` (20) when the sweep evaluated it."""
+    ks = sweep["settings"]["eval"]["ks"]
+    return str(PAIRED_K if PAIRED_K in ks else ks[0])
+
+
 def metrics(sweep: dict[str, Any], view: str = VIEWS[0]) -> list[tuple[str, str, str | None, str]]:
     """(row key, evaluation kind, pooling, label) of every accuracy a sweep holds in ``view``: linear and k-NN
     at each pooling (k=20 when evaluated), fine-tune when run (equal epochs only: the sweep fine-tunes no
     equal-time checkpoint)."""
-    ev = sweep["settings"]["eval"]
-    k = "20" if 20 in ev["ks"] else str(ev["ks"][0])
+    ev, k = sweep["settings"]["eval"], knn_k(sweep)
     out: list[tuple[str, str, str | None, str]] = [(f"linear_{p}", "linear", p, f"linear {p}") for p in ev["poolings"]]
     out += [(f"knn{k}_{p}", "knn", p, f"k-NN k={k} {p}") for p in ev["poolings"]]
     if ev.get("finetune_epochs") and view == VIEWS[0]:
@@ -123,16 +130,14 @@ def metrics(sweep: dict[str, Any], view: str = VIEWS[0]) -> list[tuple[str, str,
     return out
 
 
-def flags(sweep: dict[str, Any], point: str, kind: str, pooling: str | None, key: str) -> Any:
-    """The (N,) per-image test flags of one evaluation (``point`` e.g. ``mr0.75``), or None if not stored."""
-    report = sweep["evaluations"].get(point, {}).get(kind) or {}
+def flags(sweep: dict[str, Any], point: str, kind: str, pooling: str | None) -> Any:
+    """The (N,) per-image test flags of one evaluation (``point`` e.g. ``mr0.75``; k-NN at :func:`knn_k`), or
+    None if not stored."""
+    evals = sweep["evaluations"]
     if kind == "finetune":
-        packed = report.get("test_correct")
+        packed = (evals.get(point, {}).get("finetune") or {}).get("test_correct")
     else:
-        row = next((r for r in report.get("results", []) if r["pooling"] == pooling), {})
-        packed = row.get("test_correct")
-        if kind == "knn" and packed:
-            packed = packed.get(key.removeprefix("knn").split("_")[0])
+        packed = packed_correct(evals, point, kind, pooling or "", knn_k(sweep))
     return None if packed is None else unpack_correct(packed)
 
 
@@ -151,9 +156,9 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
         labels = [lbl for lbl in points[0] if all(lbl in p for p in points)]
         table: dict[str, dict[str, Any]] = {lbl: {} for lbl in labels}
         pairs: list[dict[str, Any]] = []
-        for key, kind, pooling, mlabel in metrics(sweeps[0], view):
+        for _, kind, pooling, mlabel in metrics(sweeps[0], view):
             per = {
-                lbl: [flags(s, p[lbl], kind, pooling, key) for s, p in zip(sweeps, points, strict=True)]
+                lbl: [flags(s, p[lbl], kind, pooling) for s, p in zip(sweeps, points, strict=True)]
                 for lbl in labels
             }
             have = [lbl for lbl in labels if all(f is not None for f in per[lbl])]

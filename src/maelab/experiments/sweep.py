@@ -172,7 +172,8 @@ def evaluate_random_init(plan: SweepPlan, data: Callable[[], Any]) -> dict[str, 
 
 # ------------------------------------------------------------------------------------ fine-tuning
 # What a fine-tuning stage keeps in sweep.json (evals/<point>/finetune.json holds everything).
-FINETUNE_KEYS = ("top1", "test_correct", "layer_decay", "first_loss", "last_loss", "history", "steps", "train_images",
+FINETUNE_KEYS = ("top1", "test_correct", "layer_decay", "first_loss", "last_loss", "history", "steps", "warmup_steps",
+                 "train_images",
                  "test_images", "peak_lr", "precision", "wall_time_s", "recipe")  # fmt: skip
 
 

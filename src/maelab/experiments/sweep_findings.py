@@ -25,8 +25,9 @@ from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS, SweepPlan, knn_k
 INSENSITIVE_RANGE = (0.4, 0.8)
 
 
-def _correct(evals: dict[str, Any], point: str | None, kind: str, pooling: str, k: str) -> dict[str, Any] | None:
-    """The packed per-image test flags of one evaluation row (``kind`` knn | linear), or None if not stored."""
+def packed_correct(evals: dict[str, Any], point: str | None, kind: str, pooling: str, k: str) -> dict[str, Any] | None:
+    """The packed per-image test flags of one evaluation row of a sweep's ``evaluations`` (``kind`` knn | linear, at
+    ``pooling``; k-NN at ``k``), or None if not stored."""
     report = evals.get(point or "", {}).get(kind) or {}
     for r in report.get("results", []):
         if r["pooling"] == pooling:
@@ -56,8 +57,8 @@ def accuracy_sentence(
     text = f"{label}: best at mask ratio {best['ratio']:g} ({best[key]:.2f}%)"
     if second is None:
         return text + "."
-    a = Score(best[key], _correct(evals, best.get("point"), kind, pooling, k))
-    b = Score(second[key], _correct(evals, second.get("point"), kind, pooling, k))
+    a = Score(best[key], packed_correct(evals, best.get("point"), kind, pooling, k))
+    b = Score(second[key], packed_correct(evals, second.get("point"), kind, pooling, k))
     j = judge(f"mask {best['ratio']:g}", a, f"mask {second['ratio']:g}", b, best["test_images"])
     return f"{text}; against the next ({second['ratio']:g}: {second[key]:.2f}%): {j.text}."
 
@@ -70,8 +71,8 @@ def random_init_sentence(
     key, kind, pooling, label = metric
     if key not in random_init:
         return None
-    base = Score(random_init[key], _correct(evals, RANDOM_INIT, kind, pooling, k))
-    parts = _grouped(rows, lambda r: Score(r[key], _correct(evals, r.get("point"), kind, pooling, k)), base)
+    base = Score(random_init[key], packed_correct(evals, RANDOM_INIT, kind, pooling, k))
+    parts = _grouped(rows, lambda r: Score(r[key], packed_correct(evals, r.get("point"), kind, pooling, k)), base)
     return f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): {parts}."
 
 
