@@ -202,7 +202,7 @@ def finetune_point(
         module, cfg = load_model(str(source)) if source is not None else (None, plan.base)
         write_json(path, finetune(module, cfg, ft, images, data().test, f"fine-tune ({name})", t.precision))
     result = json.loads(path.read_text())
-    return {k: result[k] for k in FINETUNE_KEYS}
+    return {k: result[k] for k in FINETUNE_KEYS if k in result}  # older results lack warmup_steps
 
 
 def finetune_all(plan: SweepPlan, stages: Stages, runs: dict[float, Path], data: Callable[[], Any]) -> dict[str, Any]:

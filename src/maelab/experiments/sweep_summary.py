@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from maelab.config.experiments import PRESETS
+from maelab.eval.finetune import MAX_WARMUP_FRACTION
 from maelab.eval.results import fmt, markdown_table, with_se, write_summary_files
 from maelab.experiments.compare_stats import UNPAIRED_NOTE
 from maelab.experiments.plots import plot_sweep
@@ -169,13 +170,14 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
 def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None) -> str:
     """The fine-tuning settings, from a stored result's recipe (every point uses the same one)."""
     f = tuned["recipe"]
+    warmup = min(f["warmup_epochs"], MAX_WARMUP_FRACTION * f["epochs"])  # what finetune() used (older records: capped)
     base = ""
     if scratch is not None:
         base = f"; the random-init encoder from scratch with the same budget, layer decay {scratch['layer_decay']:g}"
     return (
         f"- Fine-tuning (reduced recipe: no mixup, CutMix or RandAugment) of each ratio's final checkpoint: "
         f"{_plural(f['epochs'], 'epoch')} on {tuned['train_images']} training images, batch {f['batch_size']}, blr "
-        f"{f['blr']:g} ({f['warmup_epochs']:g} warm-up epochs, then cosine), layer decay {f['layer_decay']:g}, drop "
+        f"{f['blr']:g} ({warmup:g} warm-up epochs, then cosine), layer decay {f['layer_decay']:g}, drop "
         f"path {f['drop_path']:g}, label smoothing {f['label_smoothing']:g}, seed {f['seed']}, {tuned['precision']}"
         f"{base}; scored on the same {tuned['test_images']} test images as k-NN and the linear probe."
     )
