@@ -176,7 +176,7 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert "Under the same masks (ratio 0.75, the same images)" in text
     assert "| fine-tune (%) |" in text and "| random init |" in text and "Fine-tuning (reduced recipe" in text
     assert "(0.1 warm-up epochs, then cosine)" in text  # what a 1-epoch fine-tune used: a tenth, not the default 1
-    assert stages["finetune:mr0.75"]["warmup_steps"] == 0  # a tenth of 5 steps, rounded
+    assert stages["finetune:mr0.75"]["warmup_steps"] == 0  # a tenth of its one step (40 images, batch 40), rounded
     assert "Fine-tuning against the same budget from scratch (random init without layer decay" in text
     assert "40%-80% (the MAE paper: insensitive to the ratio): not tested, 1 fine-tuned ratio" in text  # 0.25 is out
     assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
