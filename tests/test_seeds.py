@@ -1,4 +1,5 @@
-"""``maelab seeds``: several seeds of one sweep read together; a ranking is decided only with >= 3 seeds."""
+"""``maelab seeds``: several seeds of one sweep (or recipe search) read together; a ranking is decided only with
+>= 3 seeds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from maelab.cli import main
 from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct
+from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
 from maelab.experiments.seeds import load_sweeps, seed_verdict, write_seeds
 
 N = 1000  # test images of the fake sweeps
@@ -98,3 +100,57 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Mask-ratio sweep over 3 seeds (0, 1, 2)" in capsys.readouterr().out
     assert main(["seeds", str(tmp_path / "nope")]) == 2
     assert f"maelab seeds: error: {tmp_path / 'nope'}: no such directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ recipe searches
+def _fake_search(folder: Path, seed: int, right: dict[str, int], random_right: int = 400, holdout: int = N) -> Path:
+    """A finished recipe search: ``right`` validation images per candidate (nested flags, as above), and the
+    random init of every candidate right on ``random_right``, in metrics.json and evals/<candidate>/."""
+    results = {}
+    for name, n in right.items():
+        acc = {p: 100 * n / N for p in ("cls", "mean")}
+        rnd = {p: 100 * random_right / N for p in ("cls", "mean")}
+        results[name] = {
+            "run": {"steps": 100 + seed, "budget_use": 1.0},
+            "val": {"knn": acc, "linear": acc, "random_init": {"knn": rnd, "linear": rnd},
+                    "correct": {m: {p: _flags(n) for p in ("cls", "mean")} for m in ("knn", "linear")}},
+        }  # fmt: skip
+        evals = folder / "evals" / name
+        evals.mkdir(parents=True)
+        for kind in ("knn", "linear"):
+            flags = _flags(random_right)
+            rows = [{"role": "baseline", "pooling": p, "test_correct": {"20": flags} if kind == "knn" else flags}
+                    for p in ("cls", "mean")]  # fmt: skip
+            (evals / f"{kind}.json").write_text(json.dumps({"results": rows}))
+    metrics = {
+        "settings": {"options": {"seed": seed, "data_dir": "d", "budget_minutes": 5.0, "holdout": holdout}, "ks": [20]},
+        "environment": {"date": "2026-11-30", "git_commit": "abc"}, "hardware": "test CPU",
+        "ranking": list(right), "results": results,
+    }  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_recipe_searches_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    right = [{"b": 500 + d, "a": 600 + d} for d in (0, 10, -10)]
+    folders = [_fake_search(tmp_path / f"s{i}", i, r) for i, r in enumerate(right)]
+    assert main(["seeds", *map(str, folders), "--out", str(tmp_path / "out")]) == 0
+    summary = capsys.readouterr().out
+    assert "Recipe search over 3 seeds (0, 1, 2)" in summary and "**Best mean score: `a`.**" in summary
+    assert "- vs `b`: decided better on k-NN k=20 cls, k-NN k=20 mean, linear cls, linear mean" in summary
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    assert record["candidates"] == ["a", "b"]
+    assert record["table"]["a"]["linear cls"]["per_seed"] == [60.0, 61.0, 59.0]
+    # score = mean of k-NN and linear = 60 / 61 / 59; over random init = score - 40
+    assert record["table"]["a"]["over random init"]["spread"]["mean"] == pytest.approx(20.0)
+    assert record["table"]["a"]["steps"]["per_seed"] == [100, 101, 102]
+    vs_random = next(p for p in record["pairs"] if (p["metric"], p["a"], p["b"]) == ("k-NN k=20 mean", "b", RANDOM))
+    # b - random init per seed: 50 - 40, 51 - 40, 49 - 40
+    assert vs_random["winner"] == "b" and vs_random["spread"]["mean"] == pytest.approx(10.0)
+    two = write_search_seeds(folders[:2], tmp_path / "two").read_text()
+    assert "(decided)" not in two and "fewer than 3 seeds" in two
+    with pytest.raises(ConfigError, match=r"s3: setting options\.holdout is 999 but 1000"):
+        load_searches([folders[0], _fake_search(tmp_path / "s3", 3, right[0], holdout=999)])
+    sweep = _fake_sweep(tmp_path / "sweep", 5, {"mr0.5": 500, "mr0.75": 600, "random-init": 400})
+    assert main(["seeds", str(folders[0]), str(sweep), "--out", str(tmp_path / "mixed")]) == 2
+    assert "is not a recipe search but" in capsys.readouterr().err

@@ -144,10 +144,18 @@ def add_recipe_parser(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------ seeds
 def cmd_seeds(args: argparse.Namespace) -> int:
-    """Combine finished sweeps of several seeds; prints the summary and where it is."""
+    """Combine finished sweeps (or recipe searches) of several seeds; prints the summary and where it is."""
+    from maelab.config import ConfigError
+    from maelab.experiments.recipe_seeds import is_search, write_search_seeds
     from maelab.experiments.seeds import write_seeds
 
-    summary = write_seeds([Path(f) for f in args.sweeps], Path(args.out), _command_line())
+    folders = [Path(f) for f in args.folders]
+    searches = [f for f in folders if is_search(f)]
+    if searches and len(searches) < len(folders):
+        other = next(f for f in folders if f not in searches)
+        raise ConfigError(f"{other} is not a recipe search but {searches[0]} is: give sweeps or searches, not both")
+    write = write_search_seeds if searches else write_seeds
+    summary = write(folders, Path(args.out), _command_line())
     print(summary.read_text(), end="")
     print(f"results: {args.out} (summary.md, seeds.json)")
     return 0
@@ -159,14 +167,16 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "seeds",
-        help="read finished mask-ratio sweeps of different --seed together: seed spread and decided verdicts",
+        help="read finished mask-ratio sweeps (or recipe searches) of different --seed together: seed spread and "
+        "decided verdicts",
         description="Read several finished `maelab sweep` folders that differ only in --seed and report, for each "
         "view, ratio and metric, the accuracy of every seed with its mean and SD over seeds, and for every pair of "
         "ratios (and each ratio vs the random init) the paired difference per seed and its 95% t-interval over "
-        f"seeds. A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond noise in "
-        "the same direction and a seed interval that excludes 0. Writes OUT/summary.md and OUT/seeds.json.",
+        "seeds. Given `maelab recipe` folders instead, the same per candidate (validation split; score, steps and "
+        f"budget use too). A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond "
+        "noise in the same direction and a seed interval that excludes 0. Writes OUT/summary.md and OUT/seeds.json.",
     )
-    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep folders, one per seed")
+    p.add_argument("folders", nargs="+", metavar="DIR", help="sweep folders (or recipe-search folders), one per seed")
     p.add_argument("--out", default="runs/sweep-seeds", help="results folder (default: %(default)s)")
     p.set_defaults(func=cmd_seeds)
 

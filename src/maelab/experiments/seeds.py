@@ -16,7 +16,7 @@ interval that includes 0 is a tie (given with its interval); anything else is "n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -82,33 +82,49 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def read_folder(folder: Path, required: Sequence[str], what: str) -> dict[str, Any]:
+    """``folder/metrics.json`` with ``folder`` added; a ConfigError names the folder when it is missing or holds
+    none of ``required`` (``what``: the command that writes it, for the message)."""
+    path = Path(folder) / "metrics.json"
+    if not Path(folder).is_dir():
+        raise ConfigError(f"{folder}: no such directory")
+    if not path.is_file():
+        raise ConfigError(f"{folder}: no metrics.json (not a finished {what})")
+    m = json.loads(path.read_text())
+    if any(key not in m for key in required):
+        raise ConfigError(f"{path}: no {' / '.join(required)} (not a finished {what})")
+    return {**m, "folder": str(folder)}
+
+
+def check_seeds_of_one(
+    items: list[dict[str, Any]], seed_of: Callable[[dict[str, Any]], Any], free: Sequence[str], what: str
+) -> None:
+    """Each item (a read folder) gets its ``seed`` (``seed_of(item)``); a ConfigError names the folder given
+    the same seed twice, or the setting (outside ``free``, flattened dotted names) in which two differ
+    (``what``: "sweep" or "search", for the message)."""
+    seeds: dict[Any, str] = {}
+    for item in items:
+        item["seed"] = seed_of(item)
+        if item["seed"] in seeds:
+            raise ConfigError(f"{item['folder']} and {seeds[item['seed']]} are both --seed {item['seed']}: "
+                              "give each seed once")  # fmt: skip
+        seeds[item["seed"]] = item["folder"]
+    first = _flat(items[0]["settings"])
+    for item in items[1:]:
+        other = _flat(item["settings"])
+        for key in sorted(set(first) | set(other)):
+            if key not in free and first.get(key) != other.get(key):
+                raise ConfigError(
+                    f"{item['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
+                    f"{items[0]['folder']}: not seeds of the same {what}"
+                )
+
+
 def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
     """Each folder's ``metrics.json`` (a finished sweep), checked to be seeds of one sweep: a ConfigError
     names the folder and the setting that differs, or the seed given twice."""
-    sweeps, seeds = [], {}
-    for folder in folders:
-        path = Path(folder) / "metrics.json"
-        if not Path(folder).is_dir():
-            raise ConfigError(f"{folder}: no such directory")
-        if not path.is_file():
-            raise ConfigError(f"{folder}: no metrics.json (not a finished maelab sweep)")
-        m = json.loads(path.read_text())
-        if "rows" not in m or "evaluations" not in m:
-            raise ConfigError(f"{path}: no rows / evaluations (not a finished maelab sweep)")
-        seed = m["settings"]["pretrain"]["train"]["seed"]
-        if seed in seeds:
-            raise ConfigError(f"{folder} and {seeds[seed]} are both --seed {seed}: give each seed once")
-        seeds[seed] = folder
-        sweeps.append({**m, "folder": str(folder), "seed": seed})
-    first = _flat(sweeps[0]["settings"])
-    for s in sweeps[1:]:
-        other = _flat(s["settings"])
-        for key in sorted(set(first) | set(other)):
-            if key not in FREE_SETTINGS and first.get(key) != other.get(key):
-                raise ConfigError(
-                    f"{s['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
-                    f"{sweeps[0]['folder']}: not seeds of the same sweep"
-                )
+    sweeps = [read_folder(f, ("rows", "evaluations"), "maelab sweep") for f in folders]
+    check_seeds_of_one(sweeps, lambda m: m["settings"]["pretrain"]["train"]["seed"], FREE_SETTINGS, "sweep")
     return sweeps
 
 
@@ -158,8 +174,7 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
         pairs: list[dict[str, Any]] = []
         for _, kind, pooling, mlabel in metrics(sweeps[0], view):
             per = {
-                lbl: [flags(s, p[lbl], kind, pooling) for s, p in zip(sweeps, points, strict=True)]
-                for lbl in labels
+                lbl: [flags(s, p[lbl], kind, pooling) for s, p in zip(sweeps, points, strict=True)] for lbl in labels
             }
             have = [lbl for lbl in labels if all(f is not None for f in per[lbl])]
             for lbl in have:

@@ -1,0 +1,165 @@
+"""Several seeds of one recipe search read together (``maelab seeds`` given ``maelab recipe`` folders).
+
+Each folder is one finished ``maelab recipe`` with its own ``--seed`` and otherwise the same options
+(checked). Per candidate and metric (k-NN k=20 and linear probe at each pooling, on the validation
+split of the TRAINING images) the accuracy per seed with its mean +- SD over seeds, the score (mean of
+k-NN and linear at the better pooling, as the search ranks) and its margin over the random init of the
+same encoder shape. Every pair of candidates, and each candidate vs its random init, is judged per
+metric by :func:`maelab.experiments.seeds.seed_verdict`: the paired test within each seed (same
+validation images), the 95% t-interval of the difference over seeds, decided only with >= 3 seeds.
+The random init's per-image flags are read from the search's ``evals/<candidate>/`` reports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maelab.checkpoint import atomic_write_text
+from maelab.eval.features import POOLINGS
+from maelab.eval.results import markdown_table, write_json
+from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
+from maelab.experiments.recipe_plan import KNN_K
+from maelab.experiments.recipe_summary import score
+from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, read_folder, seed_verdict
+
+FREE_OPTIONS = ("options.seed", "options.data_dir")  # the only settings the seeds of one search may differ in
+RANDOM = "random init (same shape)"
+REPORTS = {"knn": "knn.json", "linear": "linear.json"}
+# (kind, pooling, label) of every per-image metric a search holds: k-NN k=20 and linear, at each pooling.
+METRICS = [
+    (kind, p, f"{'k-NN k=' + str(KNN_K) if kind == 'knn' else 'linear'} {p}") for kind in REPORTS for p in POOLINGS
+]
+
+
+def is_search(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished ``maelab recipe`` search (its metrics.json has a ranking)."""
+    path = Path(folder) / "metrics.json"
+    return path.is_file() and "ranking" in json.loads(path.read_text())
+
+
+def load_searches(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Each folder's ``metrics.json`` (a finished search), checked to be seeds of one search: a ConfigError
+    names the folder and the setting that differs, or the seed given twice."""
+    searches = [read_folder(f, ("ranking", "results"), "maelab recipe") for f in folders]
+    check_seeds_of_one(searches, lambda m: m["settings"]["options"]["seed"], FREE_OPTIONS, "search")
+    return searches
+
+
+def flags(search: dict[str, Any], candidate: str, kind: str, pooling: str) -> np.ndarray:
+    """The candidate's (N,) per-image flags on the validation split."""
+    return unpack_correct(search["results"][candidate]["val"]["correct"][kind][pooling])
+
+
+def random_flags(search: dict[str, Any], candidate: str, kind: str, pooling: str) -> np.ndarray:
+    """The (N,) flags of the random init of the candidate's encoder shape, from ``evals/<candidate>/``."""
+    report = json.loads((Path(search["folder"]) / "evals" / candidate / REPORTS[kind]).read_text())
+    row = next(r for r in report["results"] if r["role"] == "baseline" and r["pooling"] == pooling)
+    packed = row["test_correct"][str(KNN_K)] if kind == "knn" else row["test_correct"]
+    return unpack_correct(packed)
+
+
+def _entry(values: list[float]) -> dict[str, Any]:
+    return {"per_seed": values, "spread": seed_spread(values).to_dict()}
+
+
+def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"candidates": names by mean score, best first, "table": {name: {column: entry}}, "pairs": [...]} over
+    the seeds; an entry is {per_seed, spread}; a pair is one metric's seed verdict (A vs B or vs random)."""
+    names = [n for n in searches[0]["results"] if all(n in s["results"] for s in searches)]
+    scores = {n: [score(s["results"][n]["val"]) for s in searches] for n in names}
+    names.sort(key=lambda n: -float(np.mean([sc["score"] for sc in scores[n]])))
+    table: dict[str, dict[str, Any]] = {n: {} for n in names}
+    pairs: list[dict[str, Any]] = []
+    for kind, pooling, label in METRICS:
+        per = {n: [flags(s, n, kind, pooling) for s in searches] for n in names}
+        for n in names:
+            table[n][label] = _entry([float(f.mean() * 100) for f in per[n]])
+        judged = [(a, b, per[a], per[b]) for a, b in combinations(names, 2)]
+        judged += [(n, RANDOM, per[n], [random_flags(s, n, kind, pooling) for s in searches]) for n in names]
+        for a, b, fa, fb in judged:
+            comps = [compare_paired(x, y) for x, y in zip(fa, fb, strict=True)]
+            v = seed_verdict(a, b, comps)
+            pairs.append({"metric": label, "a": a, "b": b, "winner": v.winner, "text": v.text,
+                          "spread": v.spread.to_dict(), "per_seed": [c.to_dict() for c in comps]})  # fmt: skip
+    for n in names:
+        table[n]["score"] = _entry([sc["score"] for sc in scores[n]])
+        table[n]["over random init"] = _entry([sc["over_random_init"] for sc in scores[n]])
+        runs = [s["results"][n]["run"] for s in searches]
+        table[n]["steps"] = _entry([float(r["steps"]) for r in runs])
+        table[n]["budget use %"] = _entry([100 * r["budget_use"] for r in runs])
+    return {"candidates": names, "table": table, "pairs": pairs}
+
+
+def best_lines(combined: dict[str, Any]) -> list[str]:
+    """One line per other candidate: on which metrics the best mean score is decided better, tied or neither."""
+    names = combined["candidates"]
+    best, lines = names[0], []
+    for other in names[1:]:
+        got: dict[str, list[str]] = {"decided better": [], "decided worse": [], "tie": [], "not decided": []}
+        for p in combined["pairs"]:
+            if {p["a"], p["b"]} != {best, other}:
+                continue
+            key = ("decided better" if p["winner"] == best else "decided worse" if p["winner"]
+                   else "tie" if p["text"].startswith("tie") else "not decided")  # fmt: skip
+            got[key].append(p["metric"])
+        lines.append(f"- vs `{other}`: " + "; ".join(f"{k} on {', '.join(v)}" for k, v in got.items() if v))
+    return lines
+
+
+def _cell(entry: dict[str, Any], digits: int = 2) -> str:
+    s = entry["spread"]
+    seeds = ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f" ({seeds})"
+
+
+def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
+    """The report: what was read, the table (mean ± SD over seeds, then each seed), the best candidate
+    against each other one, and every pair's verdict over seeds."""
+    seeds = [s["seed"] for s in searches]
+    o = searches[0]["settings"]["options"]
+    table, names = combined["table"], combined["candidates"]
+    columns = list(table[names[0]])
+    lines = [
+        f"# Recipe search over {len(searches)} seed{'s' if len(searches) > 1 else ''} ({', '.join(map(str, seeds))})",
+        "", *([f"Command: `{command}`", ""] if command else []),
+        "Searches read (one per seed, otherwise the same options):", "",
+        *[f"- `{s['folder']}`: seed {s['seed']}, {s['environment'].get('date', '?')}, commit "
+          f"{s['environment'].get('git_commit', '?')}, {s.get('hardware', '?')}" for s in searches],
+        "",
+        f"Each candidate trained for {o['budget_minutes']:g} min of training steps per seed (steps fixed by a "
+        f"calibration of its img/s; budget use = training seconds actually used / budget), scored on {o['holdout']} "
+        "held-out TRAINING images (the test set is never read). Cells: mean ± SD over seeds (each seed in "
+        "brackets); accuracies are top-1 %; score = mean of k-NN and linear at the better pooling; over random "
+        f"init = score minus the random init's of the same shape. Rule: A beats B is decided only with >= {MIN_SEEDS} "
+        "seeds, every seed's paired test (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0) in "
+        "the same direction, and the 95% t-interval of the mean difference over seeds excluding 0; a seed "
+        "interval that includes 0 is a tie; anything else is not decided.",
+        "",
+        markdown_table(["candidate", *columns],
+                       [[n, *(_cell(table[n][c], 0 if c == "steps" else 2) for c in columns)] for n in names],
+                       "l" + "r" * len(columns)),
+        f"**Best mean score: `{names[0]}`.** Against each other candidate, per metric:", "",
+        *best_lines(combined), "",
+        "## Every pair, per metric", "",
+        *[f"- {p['metric']}: {p['text']}" for p in combined["pairs"]],
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_search_seeds(folders: Sequence[Path], out: Path, command: str = "") -> Path:
+    """Read the searches, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
+    searches = load_searches(folders)
+    combined = combine(searches)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "seeds.json", {"command": command, "folders": [s["folder"] for s in searches],
+                                    "seeds": [s["seed"] for s in searches], "min_seeds": MIN_SEEDS, **combined})  # fmt: skip
+    summary = out / "summary.md"
+    atomic_write_text(summary, summary_markdown(searches, combined, command))
+    return summary
