@@ -100,6 +100,9 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Mask-ratio sweep over 3 seeds (0, 1, 2)" in capsys.readouterr().out
     assert main(["seeds", str(tmp_path / "nope")]) == 2
     assert f"maelab seeds: error: {tmp_path / 'nope'}: no such directory" in capsys.readouterr().err
+    (tmp_path / "s1" / "metrics.json").write_text('{"rows": [')  # a partly copied file: an error naming it
+    assert main(["seeds", *folders, "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 's1' / 'metrics.json'}: not valid JSON" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ recipe searches
@@ -133,11 +136,13 @@ def _fake_search(folder: Path, seed: int, right: dict[str, int], random_right: i
 
 def test_recipe_searches_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     right = [{"b": 500 + d, "a": 600 + d} for d in (0, 10, -10)]
+    right[1]["c"] = 700  # searched in one seed only: left out, and said so
     folders = [_fake_search(tmp_path / f"s{i}", i, r) for i, r in enumerate(right)]
     assert main(["seeds", *map(str, folders), "--out", str(tmp_path / "out")]) == 0
     summary = capsys.readouterr().out
     assert "Recipe search over 3 seeds (0, 1, 2)" in summary and "**Best mean score: `a`.**" in summary
     assert "- vs `b`: decided better on k-NN k=20 cls, k-NN k=20 mean, linear cls, linear mean" in summary
+    assert "Left out (not searched in every seed): `c`." in summary
     record = json.loads((tmp_path / "out" / "seeds.json").read_text())
     assert record["candidates"] == ["a", "b"]
     assert record["table"]["a"]["linear cls"]["per_seed"] == [60.0, 61.0, 59.0]

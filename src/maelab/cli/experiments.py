@@ -144,17 +144,21 @@ def add_recipe_parser(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------ seeds
 def cmd_seeds(args: argparse.Namespace) -> int:
-    """Combine finished sweeps (or recipe searches) of several seeds; prints the summary and where it is."""
+    """Combine finished sweeps, recipe searches or comparisons of several seeds; prints the summary and where it is."""
     from maelab.config import ConfigError
+    from maelab.experiments.compare_seeds import is_compare, write_compare_seeds
     from maelab.experiments.recipe_seeds import is_search, write_search_seeds
     from maelab.experiments.seeds import write_seeds
 
     folders = [Path(f) for f in args.folders]
-    searches = [f for f in folders if is_search(f)]
-    if searches and len(searches) < len(folders):
-        other = next(f for f in folders if f not in searches)
-        raise ConfigError(f"{other} is not a recipe search but {searches[0]} is: give sweeps or searches, not both")
-    write = write_search_seeds if searches else write_seeds
+    write = write_seeds  # sweeps, unless the folders are searches or comparisons (all of them: checked)
+    for kind, is_kind, writer in (("recipe search", is_search, write_search_seeds),
+                                  ("comparison", is_compare, write_compare_seeds)):  # fmt: skip
+        found = [f for f in folders if is_kind(f)]
+        if found and len(found) < len(folders):
+            other = next(f for f in folders if f not in found)
+            raise ConfigError(f"{other} is not a {kind} but {found[0]} is: give folders of one experiment")
+        write = writer if found else write
     summary = write(folders, Path(args.out), _command_line())
     print(summary.read_text(), end="")
     print(f"results: {args.out} (summary.md, seeds.json)")
@@ -167,16 +171,20 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "seeds",
-        help="read finished mask-ratio sweeps (or recipe searches) of different --seed together: seed spread and "
-        "decided verdicts",
+        help="read finished mask-ratio sweeps (or recipe searches, or MAE-vs-DINO comparisons) of different --seed "
+        "together: seed spread and decided verdicts",
         description="Read several finished `maelab sweep` folders that differ only in --seed and report, for each "
         "view, ratio and metric, the accuracy of every seed with its mean and SD over seeds, and for every pair of "
         "ratios (and each ratio vs the random init) the paired difference per seed and its 95% t-interval over "
         "seeds. Given `maelab recipe` folders instead, the same per candidate (validation split; score, steps and "
-        f"budget use too). A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond "
+        "budget use too); given `maelab compare` folders, the same per protocol and encoder (MAE vs DINO, each vs "
+        "random init, CLS vs mean pooling; speed too). "
+        f"A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond "
         "noise in the same direction and a seed interval that excludes 0. Writes OUT/summary.md and OUT/seeds.json.",
     )
-    p.add_argument("folders", nargs="+", metavar="DIR", help="sweep folders (or recipe-search folders), one per seed")
+    p.add_argument(
+        "folders", nargs="+", metavar="DIR", help="sweep (or recipe-search, or compare) folders, one per seed"
+    )
     p.add_argument("--out", default="runs/sweep-seeds", help="results folder (default: %(default)s)")
     p.set_defaults(func=cmd_seeds)
 

@@ -26,7 +26,7 @@ from maelab.eval.results import markdown_table, write_json
 from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
 from maelab.experiments.recipe_plan import KNN_K
 from maelab.experiments.recipe_summary import score
-from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, read_folder, seed_verdict
+from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, metrics_json, read_folder, seed_verdict
 
 FREE_OPTIONS = ("options.seed", "options.data_dir")  # the only settings the seeds of one search may differ in
 RANDOM = "random init (same shape)"
@@ -40,7 +40,7 @@ METRICS = [
 def is_search(folder: Path) -> bool:
     """Whether ``folder`` holds a finished ``maelab recipe`` search (its metrics.json has a ranking)."""
     path = Path(folder) / "metrics.json"
-    return path.is_file() and "ranking" in json.loads(path.read_text())
+    return path.is_file() and "ranking" in metrics_json(path)
 
 
 def load_searches(folders: Sequence[Path]) -> list[dict[str, Any]]:
@@ -69,9 +69,12 @@ def _entry(values: list[float]) -> dict[str, Any]:
 
 
 def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
-    """{"candidates": names by mean score, best first, "table": {name: {column: entry}}, "pairs": [...]} over
-    the seeds; an entry is {per_seed, spread}; a pair is one metric's seed verdict (A vs B or vs random)."""
-    names = [n for n in searches[0]["results"] if all(n in s["results"] for s in searches)]
+    """{"candidates": names by mean score, best first, "left_out": candidates missing from some seed,
+    "table": {name: {column: entry}}, "pairs": [...]} over the seeds; an entry is {per_seed, spread}; a pair is
+    one metric's seed verdict (A vs B or vs random)."""
+    everywhere = set.intersection(*(set(s["results"]) for s in searches))
+    names = [n for n in searches[0]["results"] if n in everywhere]
+    left_out = sorted(set().union(*(set(s["results"]) for s in searches)) - everywhere)
     scores = {n: [score(s["results"][n]["val"]) for s in searches] for n in names}
     names.sort(key=lambda n: -float(np.mean([sc["score"] for sc in scores[n]])))
     table: dict[str, dict[str, Any]] = {n: {} for n in names}
@@ -93,7 +96,7 @@ def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
         runs = [s["results"][n]["run"] for s in searches]
         table[n]["steps"] = _entry([float(r["steps"]) for r in runs])
         table[n]["budget use %"] = _entry([100 * r["budget_use"] for r in runs])
-    return {"candidates": names, "table": table, "pairs": pairs}
+    return {"candidates": names, "left_out": left_out, "table": table, "pairs": pairs}
 
 
 def best_lines(combined: dict[str, Any]) -> list[str]:
@@ -144,6 +147,8 @@ def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], c
         markdown_table(["candidate", *columns],
                        [[n, *(_cell(table[n][c], 0 if c == "steps" else 2) for c in columns)] for n in names],
                        "l" + "r" * len(columns)),
+        *([f"Left out (not searched in every seed): {', '.join(f'`{n}`' for n in combined['left_out'])}.", ""]
+          if combined.get("left_out") else []),
         f"**Best mean score: `{names[0]}`.** Against each other candidate, per metric:", "",
         *best_lines(combined), "",
         "## Every pair, per metric", "",

@@ -82,6 +82,14 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def metrics_json(path: Path) -> dict[str, Any]:
+    """The parsed ``path`` (a metrics.json); a ConfigError names the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}): a damaged or partly copied file") from e
+
+
 def read_folder(folder: Path, required: Sequence[str], what: str) -> dict[str, Any]:
     """``folder/metrics.json`` with ``folder`` added; a ConfigError names the folder when it is missing or holds
     none of ``required`` (``what``: the command that writes it, for the message)."""
@@ -90,7 +98,7 @@ def read_folder(folder: Path, required: Sequence[str], what: str) -> dict[str, A
         raise ConfigError(f"{folder}: no such directory")
     if not path.is_file():
         raise ConfigError(f"{folder}: no metrics.json (not a finished {what})")
-    m = json.loads(path.read_text())
+    m = metrics_json(path)
     if any(key not in m for key in required):
         raise ConfigError(f"{path}: no {' / '.join(required)} (not a finished {what})")
     return {**m, "folder": str(folder)}

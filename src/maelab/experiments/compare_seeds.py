@@ -1,0 +1,173 @@
+"""Several seeds of one MAE-vs-DINO comparison read together (``maelab seeds`` given ``maelab compare`` folders).
+
+Each folder is one finished ``maelab compare`` with its own ``--seed`` and otherwise the same settings
+(checked). Per protocol ("k-NN cls", ..., "linear probe mean", "fine-tune") and encoder (MAE, DINO, the
+equal-time run, the random init of the same shape) the test accuracy per seed with its mean +- SD. The
+pairs a single comparison judges (MAE vs DINO, each trained encoder vs random init, the equal-time run vs
+the method it was timed against), and "what is learned" (one encoder's CLS vs mean pooling, linear probe),
+are judged over seeds by :func:`maelab.experiments.seeds.seed_verdict`: the paired test within each seed
+(same test images), the 95% t-interval of the difference over seeds, decided only with >= 3 seeds. Speed:
+each method's img/s per seed and DINO's slowdown per image (MAE img/s / DINO img/s) with its interval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from maelab.checkpoint import atomic_write_text
+from maelab.config import ConfigError
+from maelab.eval.results import markdown_table, write_json
+from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
+from maelab.experiments.compare_stats import Score, comparison_columns, tests
+from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, metrics_json, read_folder, seed_verdict
+
+# The only settings the seeds of one comparison may differ in (``options.given`` lists the flags typed).
+FREE_SETTINGS = ("config.train.seed", "config.train.out", "config.train.quiet", "config.data.data_dir", "options.given")
+METHODS = ("mae", "dino")
+
+
+def is_compare(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``maelab compare`` (its metrics.json has the DINO optimizer recipe)."""
+    path = Path(folder) / "metrics.json"
+    return path.is_file() and "dino_recipe" in metrics_json(path).get("settings", {})
+
+
+def _report_line(folder: str, field: str) -> str:
+    """The value of ``- <field>: ...`` in the comparison's own summary.md (date, commit, hardware), or "?"."""
+    path = Path(folder) / "summary.md"
+    text = path.read_text() if path.is_file() else ""
+    found = re.search(rf"^- {field}: (.+)$", text, flags=re.MULTILINE)
+    return found.group(1) if found else "?"
+
+
+def load_compares(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Each folder's ``metrics.json`` (a finished comparison), checked to be seeds of one comparison: a
+    ConfigError names the folder that is unfinished, given the same seed twice, or differs in a setting."""
+    compares = [read_folder(f, ("settings", "stages"), "maelab compare") for f in folders]
+    for c in compares:
+        if "frozen" not in c["stages"]:
+            raise ConfigError(
+                f"{c['folder']}: no frozen evaluations in metrics.json (an unfinished maelab compare: "
+                "run its command again to continue it)"
+            )
+    check_seeds_of_one(compares, lambda m: m["settings"]["config"]["train"]["seed"], FREE_SETTINGS, "comparison")
+    return compares
+
+
+def scores(compare: dict[str, Any]) -> dict[str, dict[str, Score]]:
+    """{protocol: {encoder label: Score}} of one comparison (:func:`maelab.experiments.compare_stats.tests`)."""
+    st = compare["stages"]
+    finetuned = {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("finetune:")}
+    return tests(st["frozen"], finetuned)
+
+
+def _flags(score: Score) -> Any:
+    if score.correct is None:
+        raise ValueError("a comparison without per-image results (written by an older maelab) cannot be paired")
+    return unpack_correct(score.correct)
+
+
+def _entry(values: list[float]) -> dict[str, Any]:
+    return {"per_seed": values, "spread": seed_spread(values).to_dict()}
+
+
+def _pair(metric: str, a: str, b: str, per_seed: list[tuple[Score, Score]]) -> dict[str, Any]:
+    comps = [compare_paired(_flags(x), _flags(y)) for x, y in per_seed]
+    v = seed_verdict(a, b, comps)
+    return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
+            "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
+
+
+def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"table": {protocol: {encoder: entry}}, "pairs": [...], "learned": [...], "speed": {...}} over the seeds;
+    an entry is {per_seed, spread}; a pair is one protocol's seed verdict of A vs B."""
+    per_seed = [scores(c) for c in compares]
+    equal_time = [c["stages"].get("equal_time") or {} for c in compares]
+    reference = equal_time[0]["reference"].upper() if equal_time[0].get("label") else None
+    table: dict[str, dict[str, Any]] = {}
+    pairs: list[dict[str, Any]] = []
+    for protocol in per_seed[0]:
+        labels = [lbl for lbl in per_seed[0][protocol] if all(lbl in s.get(protocol, {}) for s in per_seed)]
+        table[protocol] = {lbl: _entry([s[protocol][lbl].accuracy for s in per_seed]) for lbl in labels}
+        for a, b in comparison_columns(labels, reference):
+            pairs.append(_pair(protocol, a, b, [(s[protocol][a], s[protocol][b]) for s in per_seed]))
+    learned = [
+        _pair("linear probe", f"{m} cls", f"{m} mean",
+              [(s["linear probe cls"][m], s["linear probe mean"][m]) for s in per_seed])
+        for m in ("MAE", "DINO") if all(m in s["linear probe cls"] for s in per_seed)
+    ]  # fmt: skip
+    runs = {m: [c["stages"][f"pretrain:{m}"] for c in compares] for m in METHODS}
+    speed: dict[str, Any] = {f"{m.upper()} img/s": _entry([r["img_per_s"] for r in runs[m]]) for m in METHODS}
+    speed["DINO slowdown per image (MAE img/s / DINO img/s)"] = _entry(
+        [a["img_per_s"] / b["img_per_s"] for a, b in zip(runs["mae"], runs["dino"], strict=True)]
+    )
+    if reference:
+        speed["equal-time run steps"] = _entry([float(e.get("stop_after_steps") or 0) for e in equal_time])
+    teacher = [r.get("teacher_init_left") for r in runs["dino"]]
+    if all(t is not None for t in teacher):
+        speed["DINO teacher: share of random init left"] = _entry([float(t) for t in teacher])
+    return {"table": table, "pairs": pairs, "learned": learned, "speed": speed}
+
+
+def mae_vs_dino_lines(combined: dict[str, Any]) -> list[str]:
+    """One line per protocol: the MAE vs DINO verdict over seeds."""
+    return [f"- {p['metric']}: {p['text']}" for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
+
+
+def _cell(entry: dict[str, Any] | None, digits: int = 2) -> str:
+    if entry is None:
+        return "-"
+    s = entry["spread"]
+    seeds = ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
+    ci = f" [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]" if s["ci_low"] is not None else ""
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f"{ci} ({seeds})"
+
+
+def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
+    """The report: what was read, accuracy per protocol and encoder (mean ± SD over seeds, then each seed),
+    MAE vs DINO per protocol, every other pair, what is learned, and speed."""
+    seeds = [c["seed"] for c in compares]
+    table = combined["table"]
+    encoders = list(dict.fromkeys(e for row in table.values() for e in row))
+    other = [p for p in combined["pairs"] if (p["a"], p["b"]) != ("MAE", "DINO")]
+    lines = [
+        f"# MAE vs DINO over {len(compares)} seed{'s' if len(compares) > 1 else ''} ({', '.join(map(str, seeds))})",
+        "", *([f"Command: `{command}`", ""] if command else []),
+        "Comparisons read (one per seed, otherwise the same settings; date, commit and hardware from each one's "
+        "summary.md):", "",
+        *[f"- `{c['folder']}`: seed {c['seed']}, {_report_line(c['folder'], 'Date')}; "
+          f"{_report_line(c['folder'], 'Hardware')}" for c in compares],
+        "",
+        "Cells: mean ± SD [95% t-interval of the mean] over seeds (each seed in brackets); accuracies are test top-1 "
+        f"% on the same test images in every seed. Rule: A beats B is decided only with >= {MIN_SEEDS} seeds, every "
+        "seed's paired test (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0) in the same "
+        "direction, and the 95% t-interval of the mean difference over seeds excluding 0; a seed interval that "
+        "includes 0 is a tie; anything else is not decided. Every comparison is at one pooling.",
+        "",
+        markdown_table(["protocol", *encoders],
+                       [[t, *(_cell(row.get(e)) for e in encoders)] for t, row in table.items()],
+                       "l" + "r" * len(encoders)),
+        "## MAE vs DINO, per protocol", "", *mae_vs_dino_lines(combined), "",
+        "## What is learned (linear probe, CLS vs mean pooling of one encoder)", "",
+        *[f"- {p['text']}" for p in combined["learned"]], "",
+        "## Each encoder vs random init, and the equal-time run", "",
+        *[f"- {p['metric']}: {p['text']}" for p in other], "",
+        "## Training speed (pretraining, img/s of the logged windows' median)", "",
+        markdown_table(["quantity", "over seeds"], [[k, _cell(v)] for k, v in combined["speed"].items()], "lr"),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_compare_seeds(folders: Sequence[Path], out: Path, command: str = "") -> Path:
+    """Read the comparisons, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
+    compares = load_compares(folders)
+    combined = combine(compares)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "seeds.json", {"command": command, "folders": [c["folder"] for c in compares],
+                                    "seeds": [c["seed"] for c in compares], "min_seeds": MIN_SEEDS, **combined})  # fmt: skip
+    summary = out / "summary.md"
+    atomic_write_text(summary, summary_markdown(compares, combined, command))
+    return summary

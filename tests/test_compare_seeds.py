@@ -1,0 +1,95 @@
+"""``maelab seeds`` given ``maelab compare`` folders: MAE vs DINO over seeds, decided only with >= 3 seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maelab.cli import main
+from maelab.config import ConfigError
+from maelab.eval.stats import pack_correct
+from maelab.experiments.compare_seeds import load_compares, write_compare_seeds
+
+N = 1000  # test images of the fake comparisons
+LABELS = ("MAE", "DINO", "DINO (equal time)", "random init")
+
+
+def _fake_compare(folder: Path, seed: int, right: dict[str, int], mae_img_s: float = 100.0,
+                  dino_img_s: float = 10.0, epochs: int = 1, finished: bool = True) -> Path:  # fmt: skip
+    """A finished comparison's metrics.json: ``right[label]`` test images right (nested: a model right on more
+    images is right on these too), the same at both poolings and every protocol, except MAE's mean pooling
+    (50 more images right than its CLS token)."""
+
+    def right_at(label: str, pooling: str) -> int:
+        return right[label] + (50 if (label, pooling) == ("MAE", "mean") else 0)
+
+    def packed(n: int) -> dict:
+        return pack_correct(np.arange(N) < n)
+
+    accs = {lbl: {p: right_at(lbl, p) / N * 100 for p in ("cls", "mean")} for lbl in LABELS}
+    flags = {lbl: {p: packed(right_at(lbl, p)) for p in ("cls", "mean")} for lbl in LABELS}
+    frozen = {"data": {"test_images": N}, "knn": accs, "linear": accs, "knn_correct": flags, "linear_correct": flags}
+    stages: dict = {
+        "pretrain:mae": {"img_per_s": mae_img_s},
+        "pretrain:dino": {"img_per_s": dino_img_s, "teacher_init_left": 0.05},
+        "equal_time": {"label": "DINO (equal time)", "reference": "mae", "stop_after_steps": 76},
+        **{f"finetune:{lbl}": {"top1": right[lbl] / N * 100, "test_correct": packed(right[lbl])} for lbl in LABELS},
+    }
+    if finished:
+        stages["frozen"] = frozen
+    metrics = {
+        "settings": {"config": {"train": {"seed": seed, "out": "", "epochs": epochs}, "data": {"data_dir": "d"}},
+                     "options": {"given": ["train.seed"] if seed else []}, "dino_recipe": {"blr": 5e-4}},
+        "stages": stages,
+    }  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "summary.md").write_text(
+        f"# MAE vs DINO\n\n- Date: 2026-11-3{seed}; git commit c{seed}\n- Hardware: test\n"
+    )
+    return folder
+
+
+def test_comparisons_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    right = [{"MAE": 600 + d, "DINO": 500 + d, "DINO (equal time)": 450, "random init": 400} for d in (0, 10, -10)]
+    speeds = [(100.0, 10.0), (110.0, 10.0), (120.0, 12.0)]
+    folders = [_fake_compare(tmp_path / f"s{i}", i, r, *s) for i, (r, s) in enumerate(zip(right, speeds, strict=True))]
+    assert main(["seeds", *map(str, folders), "--out", str(tmp_path / "out")]) == 0
+    summary = capsys.readouterr().out
+    assert "# MAE vs DINO over 3 seeds (0, 1, 2)" in summary and "seed 1, 2026-11-31; git commit c1; test" in summary
+    # MAE - DINO = +10 points in every seed and protocol: decided.
+    assert "- fine-tune: MAE beats DINO (decided): MAE - DINO +10.00 points over 3 seeds (SD 0.00" in summary
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    assert record["table"]["k-NN mean"]["MAE"]["per_seed"] == [65.0, 66.0, 64.0]
+    pairs = {(p["metric"], p["a"], p["b"]): p for p in record["pairs"]}
+    assert set(pairs) >= {("linear probe cls", "MAE", "DINO"), ("fine-tune", "DINO", "random init"),
+                          ("k-NN cls", "DINO (equal time)", "MAE")}  # fmt: skip
+    # The equal-time DINO run against MAE, whose time it was given: 45 - 60 / 61 / 59 points.
+    assert pairs[("k-NN cls", "DINO (equal time)", "MAE")]["spread"]["mean"] == pytest.approx(-15.0)
+    assert pairs[("k-NN cls", "DINO (equal time)", "MAE")]["winner"] == "MAE"
+    learned = {p["a"]: p for p in record["learned"]}
+    assert learned["MAE cls"]["winner"] == "MAE mean" and learned["MAE cls"]["spread"]["mean"] == pytest.approx(-5.0)
+    assert learned["DINO cls"]["winner"] is None and learned["DINO cls"]["text"].startswith("tie")  # identical flags
+    # MAE img/s / DINO img/s per seed: 10, 11, 10.
+    slowdown = record["speed"]["DINO slowdown per image (MAE img/s / DINO img/s)"]
+    assert slowdown["per_seed"] == pytest.approx([10.0, 11.0, 10.0])
+    two = write_compare_seeds(folders[:2], tmp_path / "two").read_text()
+    assert "(decided)" not in two and "fewer than 3 seeds" in two
+
+
+def test_comparison_seeds_refuse_what_is_not_one_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    right = {"MAE": 600, "DINO": 500, "DINO (equal time)": 450, "random init": 400}
+    first = _fake_compare(tmp_path / "s0", 0, right)
+    with pytest.raises(ConfigError, match=r"s1: setting config\.train\.epochs is 2 but 1"):
+        load_compares([first, _fake_compare(tmp_path / "s1", 1, right, epochs=2)])
+    with pytest.raises(ConfigError, match=r"s2: no frozen evaluations .*run its command again"):
+        load_compares([first, _fake_compare(tmp_path / "s2", 2, right, finished=False)])
+    with pytest.raises(ConfigError, match="both --seed 0"):
+        load_compares([first, _fake_compare(tmp_path / "again", 0, right)])
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "metrics.json").write_text(json.dumps({"settings": {}, "rows": [], "evaluations": {}}))
+    assert main(["seeds", str(first), str(tmp_path / "sweep"), "--out", str(tmp_path / "mixed")]) == 2
+    assert "sweep is not a comparison but" in capsys.readouterr().err
