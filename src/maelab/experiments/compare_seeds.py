@@ -17,12 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from maelab.checkpoint import atomic_write_text
 from maelab.config import ConfigError
-from maelab.eval.results import markdown_table, write_json
+from maelab.eval.results import markdown_table
 from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
-from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, metrics_json, read_folder, seed_verdict
+from maelab.experiments.seeds import (
+    MIN_SEEDS,
+    check_seeds_of_one,
+    metrics_json,
+    read_folder,
+    seed_verdict,
+    write_report,
+)
 
 # The only settings the seeds of one comparison may differ in (``options.given`` lists the flags typed).
 FREE_SETTINGS = ("config.train.seed", "config.train.out", "config.train.quiet", "config.data.data_dir", "options.given")
@@ -165,9 +171,4 @@ def write_compare_seeds(folders: Sequence[Path], out: Path, command: str = "") -
     """Read the comparisons, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
     compares = load_compares(folders)
     combined = combine(compares)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "seeds.json", {"command": command, "folders": [c["folder"] for c in compares],
-                                    "seeds": [c["seed"] for c in compares], "min_seeds": MIN_SEEDS, **combined})  # fmt: skip
-    summary = out / "summary.md"
-    atomic_write_text(summary, summary_markdown(compares, combined, command))
-    return summary
+    return write_report(out, compares, combined, summary_markdown(compares, combined, command), command)

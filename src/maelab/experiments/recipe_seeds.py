@@ -20,13 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from maelab.checkpoint import atomic_write_text
 from maelab.eval.features import POOLINGS
-from maelab.eval.results import markdown_table, write_json
+from maelab.eval.results import markdown_table
 from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
 from maelab.experiments.recipe_plan import KNN_K
 from maelab.experiments.recipe_summary import score
-from maelab.experiments.seeds import MIN_SEEDS, check_seeds_of_one, metrics_json, read_folder, seed_verdict
+from maelab.experiments.seeds import (
+    MIN_SEEDS,
+    check_seeds_of_one,
+    metrics_json,
+    read_folder,
+    seed_verdict,
+    write_report,
+)
 
 FREE_OPTIONS = ("options.seed", "options.data_dir")  # the only settings the seeds of one search may differ in
 RANDOM = "random init (same shape)"
@@ -162,9 +168,4 @@ def write_search_seeds(folders: Sequence[Path], out: Path, command: str = "") ->
     """Read the searches, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
     searches = load_searches(folders)
     combined = combine(searches)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "seeds.json", {"command": command, "folders": [s["folder"] for s in searches],
-                                    "seeds": [s["seed"] for s in searches], "min_seeds": MIN_SEEDS, **combined})  # fmt: skip
-    summary = out / "summary.md"
-    atomic_write_text(summary, summary_markdown(searches, combined, command))
-    return summary
+    return write_report(out, searches, combined, summary_markdown(searches, combined, command), command)

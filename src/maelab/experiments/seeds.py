@@ -236,14 +236,19 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
     return "\n".join(lines)
 
 
+def write_report(out: Path, items: list[dict[str, Any]], record: dict[str, Any], summary: str, command: str) -> Path:
+    """Write ``out/seeds.json`` (the command, folders, seeds, :data:`MIN_SEEDS` and ``record``) and
+    ``out/summary.md`` (``summary``) for the read folders ``items``; returns summary.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "seeds.json", {"command": command, "folders": [i["folder"] for i in items],
+                                    "seeds": [i["seed"] for i in items], "min_seeds": MIN_SEEDS, **record})  # fmt: skip
+    path = out / "summary.md"
+    atomic_write_text(path, summary)
+    return path
+
+
 def write_seeds(folders: Sequence[Path], out: Path, command: str = "") -> Path:
     """Read the sweeps, combine them, write ``out/summary.md`` and ``out/seeds.json``; returns summary.md."""
     sweeps = load_sweeps(folders)
     combined = combine(sweeps)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"command": command, "folders": [s["folder"] for s in sweeps], "seeds": [s["seed"] for s in sweeps],
-              "min_seeds": MIN_SEEDS, "views": combined}  # fmt: skip
-    write_json(out / "seeds.json", record)
-    summary = out / "summary.md"
-    atomic_write_text(summary, summary_markdown(sweeps, combined, command))
-    return summary
+    return write_report(out, sweeps, {"views": combined}, summary_markdown(sweeps, combined, command), command)
