@@ -19,13 +19,15 @@ from typing import Any
 
 from maelab.config import ConfigError
 from maelab.eval.results import markdown_table
-from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
+from maelab.eval.stats import compare_paired, unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
 from maelab.experiments.seeds import (
     MIN_SEEDS,
     check_seeds_of_one,
     metrics_json,
     read_folder,
+    seed_cell,
+    seed_entry,
     seed_verdict,
     write_report,
 )
@@ -76,10 +78,6 @@ def _flags(score: Score) -> Any:
     return unpack_correct(score.correct)
 
 
-def _entry(values: list[float]) -> dict[str, Any]:
-    return {"per_seed": values, "spread": seed_spread(values).to_dict()}
-
-
 def _pair(metric: str, a: str, b: str, per_seed: list[tuple[Score, Score]]) -> dict[str, Any]:
     comps = [compare_paired(_flags(x), _flags(y)) for x, y in per_seed]
     v = seed_verdict(a, b, comps)
@@ -97,7 +95,7 @@ def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
     pairs: list[dict[str, Any]] = []
     for protocol in per_seed[0]:
         labels = [lbl for lbl in per_seed[0][protocol] if all(lbl in s.get(protocol, {}) for s in per_seed)]
-        table[protocol] = {lbl: _entry([s[protocol][lbl].accuracy for s in per_seed]) for lbl in labels}
+        table[protocol] = {lbl: seed_entry([s[protocol][lbl].accuracy for s in per_seed]) for lbl in labels}
         for a, b in comparison_columns(labels, reference):
             pairs.append(_pair(protocol, a, b, [(s[protocol][a], s[protocol][b]) for s in per_seed]))
     learned = [
@@ -106,30 +104,21 @@ def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
         for m in ("MAE", "DINO") if all(m in s["linear probe cls"] for s in per_seed)
     ]  # fmt: skip
     runs = {m: [c["stages"][f"pretrain:{m}"] for c in compares] for m in METHODS}
-    speed: dict[str, Any] = {f"{m.upper()} img/s": _entry([r["img_per_s"] for r in runs[m]]) for m in METHODS}
-    speed["DINO slowdown per image (MAE img/s / DINO img/s)"] = _entry(
+    speed: dict[str, Any] = {f"{m.upper()} img/s": seed_entry([r["img_per_s"] for r in runs[m]]) for m in METHODS}
+    speed["DINO slowdown per image (MAE img/s / DINO img/s)"] = seed_entry(
         [a["img_per_s"] / b["img_per_s"] for a, b in zip(runs["mae"], runs["dino"], strict=True)]
     )
     if reference:
-        speed["equal-time run steps"] = _entry([float(e.get("stop_after_steps") or 0) for e in equal_time])
+        speed["equal-time run steps"] = seed_entry([float(e.get("stop_after_steps") or 0) for e in equal_time])
     teacher = [r.get("teacher_init_left") for r in runs["dino"]]
     if all(t is not None for t in teacher):
-        speed["DINO teacher: share of random init left"] = _entry([float(t) for t in teacher])
+        speed["DINO teacher: share of random init left"] = seed_entry([float(t) for t in teacher])
     return {"table": table, "pairs": pairs, "learned": learned, "speed": speed}
 
 
 def mae_vs_dino_lines(combined: dict[str, Any]) -> list[str]:
     """One line per protocol: the MAE vs DINO verdict over seeds."""
     return [f"- {p['metric']}: {p['text']}" for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
-
-
-def _cell(entry: dict[str, Any] | None, digits: int = 2) -> str:
-    if entry is None:
-        return "-"
-    s = entry["spread"]
-    seeds = ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
-    ci = f" [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]" if s["ci_low"] is not None else ""
-    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f"{ci} ({seeds})"
 
 
 def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
@@ -154,7 +143,7 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
         "includes 0 is a tie; anything else is not decided. Every comparison is at one pooling.",
         "",
         markdown_table(["protocol", *encoders],
-                       [[t, *(_cell(row.get(e)) for e in encoders)] for t, row in table.items()],
+                       [[t, *(seed_cell(row.get(e), interval=True) for e in encoders)] for t, row in table.items()],
                        "l" + "r" * len(encoders)),
         "## MAE vs DINO, per protocol", "", *mae_vs_dino_lines(combined), "",
         "## What is learned (linear probe, CLS vs mean pooling of one encoder)", "",
@@ -162,7 +151,7 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
         "## Each encoder vs random init, and the equal-time run", "",
         *[f"- {p['metric']}: {p['text']}" for p in other], "",
         "## Training speed (pretraining, img/s of the logged windows' median)", "",
-        markdown_table(["quantity", "over seeds"], [[k, _cell(v)] for k, v in combined["speed"].items()], "lr"),
+        markdown_table(["quantity", "over seeds"], [[k, seed_cell(v, interval=True)] for k, v in combined["speed"].items()], "lr"),
     ]  # fmt: skip
     return "\n".join(lines)
 

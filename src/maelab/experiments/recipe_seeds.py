@@ -22,7 +22,7 @@ import numpy as np
 
 from maelab.eval.features import POOLINGS
 from maelab.eval.results import markdown_table
-from maelab.eval.stats import compare_paired, seed_spread, unpack_correct
+from maelab.eval.stats import compare_paired, unpack_correct
 from maelab.experiments.recipe_plan import KNN_K
 from maelab.experiments.recipe_summary import score
 from maelab.experiments.seeds import (
@@ -30,6 +30,8 @@ from maelab.experiments.seeds import (
     check_seeds_of_one,
     metrics_json,
     read_folder,
+    seed_cell,
+    seed_entry,
     seed_verdict,
     write_report,
 )
@@ -70,10 +72,6 @@ def random_flags(search: dict[str, Any], candidate: str, kind: str, pooling: str
     return unpack_correct(packed)
 
 
-def _entry(values: list[float]) -> dict[str, Any]:
-    return {"per_seed": values, "spread": seed_spread(values).to_dict()}
-
-
 def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
     """{"candidates": names by mean score, best first, "left_out": candidates missing from some seed,
     "table": {name: {column: entry}}, "pairs": [...]} over the seeds; an entry is {per_seed, spread}; a pair is
@@ -88,7 +86,7 @@ def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
     for kind, pooling, label in METRICS:
         per = {n: [flags(s, n, kind, pooling) for s in searches] for n in names}
         for n in names:
-            table[n][label] = _entry([float(f.mean() * 100) for f in per[n]])
+            table[n][label] = seed_entry([float(f.mean() * 100) for f in per[n]])
         judged = [(a, b, per[a], per[b]) for a, b in combinations(names, 2)]
         judged += [(n, RANDOM, per[n], [random_flags(s, n, kind, pooling) for s in searches]) for n in names]
         for a, b, fa, fb in judged:
@@ -97,11 +95,11 @@ def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
             pairs.append({"metric": label, "a": a, "b": b, "winner": v.winner, "text": v.text,
                           "spread": v.spread.to_dict(), "per_seed": [c.to_dict() for c in comps]})  # fmt: skip
     for n in names:
-        table[n]["score"] = _entry([sc["score"] for sc in scores[n]])
-        table[n]["over random init"] = _entry([sc["over_random_init"] for sc in scores[n]])
+        table[n]["score"] = seed_entry([sc["score"] for sc in scores[n]])
+        table[n]["over random init"] = seed_entry([sc["over_random_init"] for sc in scores[n]])
         runs = [s["results"][n]["run"] for s in searches]
-        table[n]["steps"] = _entry([float(r["steps"]) for r in runs])
-        table[n]["budget use %"] = _entry([100 * r["budget_use"] for r in runs])
+        table[n]["steps"] = seed_entry([float(r["steps"]) for r in runs])
+        table[n]["budget use %"] = seed_entry([100 * r["budget_use"] for r in runs])
     return {"candidates": names, "left_out": left_out, "table": table, "pairs": pairs}
 
 
@@ -119,12 +117,6 @@ def best_lines(combined: dict[str, Any]) -> list[str]:
             got[key].append(p["metric"])
         lines.append(f"- vs `{other}`: " + "; ".join(f"{k} on {', '.join(v)}" for k, v in got.items() if v))
     return lines
-
-
-def _cell(entry: dict[str, Any], digits: int = 2) -> str:
-    s = entry["spread"]
-    seeds = ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
-    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f" ({seeds})"
 
 
 def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
@@ -151,7 +143,7 @@ def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], c
         "interval that includes 0 is a tie; anything else is not decided.",
         "",
         markdown_table(["candidate", *columns],
-                       [[n, *(_cell(table[n][c], 0 if c == "steps" else 2) for c in columns)] for n in names],
+                       [[n, *(seed_cell(table[n][c], 0 if c == "steps" else 2) for c in columns)] for n in names],
                        "l" + "r" * len(columns)),
         *([f"Left out (not searched in every seed): {', '.join(f'`{n}`' for n in combined['left_out'])}.", ""]
           if combined.get("left_out") else []),

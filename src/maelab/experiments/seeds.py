@@ -187,7 +187,7 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
             have = [lbl for lbl in labels if all(f is not None for f in per[lbl])]
             for lbl in have:
                 acc = [float(f.mean() * 100) for f in per[lbl]]
-                table[lbl][mlabel] = {"per_seed": acc, "spread": seed_spread(acc).to_dict()}
+                table[lbl][mlabel] = seed_entry(acc)
             for a, b in combinations(have, 2):
                 comps = [compare_paired(fa, fb) for fa, fb in zip(per[a], per[b], strict=True)]
                 v = seed_verdict(a, b, comps)
@@ -197,12 +197,20 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cell(entry: dict[str, Any] | None) -> str:
+def seed_entry(values: Sequence[float]) -> dict[str, Any]:
+    """One quantity over seeds as stored in seeds.json: {"per_seed": values, "spread": :func:`seed_spread` dict}."""
+    return {"per_seed": list(values), "spread": seed_spread(values).to_dict()}
+
+
+def seed_cell(entry: dict[str, Any] | None, digits: int = 2, interval: bool = False) -> str:
+    """A table cell of a :func:`seed_entry`: "mean ± SD [t-interval] (each seed)" ("-" for None; the interval
+    only when asked and there are >= 2 seeds)."""
     if entry is None:
         return "-"
     s = entry["spread"]
-    seeds = ", ".join(f"{v:.2f}" for v in entry["per_seed"])
-    return f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "") + f" ({seeds})"
+    seeds = ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
+    ci = f" [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]" if interval and s["ci_low"] is not None else ""
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f"{ci} ({seeds})"
 
 
 def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
@@ -226,7 +234,7 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         table = part["table"]
         names = list(dict.fromkeys(n for row in table.values() for n in row))
         lines += [f"## {view.capitalize()}", "", markdown_table(
-            ["encoder", *names], [[lbl, *(_cell(row.get(n)) for n in names)] for lbl, row in table.items()],
+            ["encoder", *names], [[lbl, *(seed_cell(row.get(n)) for n in names)] for lbl, row in table.items()],
             "l" + "r" * len(names),
         )]  # fmt: skip
         decided = [p for p in part["pairs"] if p["winner"]]
