@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,29 @@ def test_comparison_seeds_refuse_what_is_not_one_comparison(tmp_path: Path, caps
     (tmp_path / "sweep" / "metrics.json").write_text(json.dumps({"settings": {}, "rows": [], "evaluations": {}}))
     assert main(["seeds", str(first), str(tmp_path / "sweep"), "--out", str(tmp_path / "mixed")]) == 2
     assert "sweep is not a comparison but" in capsys.readouterr().err
+
+
+def _edit_metrics(folder: Path, edit: Callable[[dict], object]) -> Path:
+    """``edit`` applied to the stages of the fake comparison in ``folder``."""
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text())
+    edit(metrics["stages"])
+    path.write_text(json.dumps(metrics))
+    return folder
+
+
+def test_comparison_seeds_need_per_image_results_on_the_same_test_images(tmp_path: Path) -> None:
+    right = {"MAE": 600, "DINO": 500, "DINO (equal time)": 450, "random init": 400}
+    first = _fake_compare(tmp_path / "s0", 0, right)
+    older = _edit_metrics(
+        _fake_compare(tmp_path / "older", 1, right), lambda st: st["finetune:DINO"].pop("test_correct")
+    )
+    with pytest.raises(ConfigError, match=r"older: fine-tune of DINO has no per-image test results .*older maelab"):
+        load_compares([first, older])
+
+    def fewer_images(stages: dict) -> None:
+        stages["frozen"]["knn_correct"]["MAE"]["cls"] = pack_correct(np.arange(N // 2) < 300)
+
+    fewer = _edit_metrics(_fake_compare(tmp_path / "fewer", 2, right), fewer_images)
+    with pytest.raises(ConfigError, match=r"fewer: k-NN cls of MAE was scored on 500 test images but .*s0 on 1000"):
+        load_compares([first, fewer])

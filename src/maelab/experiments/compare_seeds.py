@@ -19,7 +19,7 @@ from typing import Any
 
 from maelab.config import ConfigError
 from maelab.eval.results import markdown_table
-from maelab.eval.stats import compare_paired, unpack_correct
+from maelab.eval.stats import unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
 from maelab.experiments.seeds import (
     MIN_SEEDS,
@@ -28,7 +28,7 @@ from maelab.experiments.seeds import (
     read_folder,
     seed_cell,
     seed_entry,
-    seed_verdict,
+    seed_pair,
     write_report,
 )
 
@@ -62,7 +62,28 @@ def load_compares(folders: Sequence[Path]) -> list[dict[str, Any]]:
                 "run its command again to continue it)"
             )
     check_seeds_of_one(compares, lambda m: m["settings"]["config"]["train"]["seed"], FREE_SETTINGS, "comparison")
+    for c in compares:
+        _check_flags(c, compares[0])
     return compares
+
+
+def _check_flags(compare: dict[str, Any], first: dict[str, Any]) -> None:
+    """ConfigError naming the folder if a test has no per-image results (an older maelab wrote it) or was
+    scored on a different number of test images than the first seed (the paired test needs the same images)."""
+    n_first = {p: {lbl: s.correct and s.correct.get("n") for lbl, s in row.items()} for p, row in scores(first).items()}
+    for protocol, row in scores(compare).items():
+        for label, score in row.items():
+            if score.correct is None:
+                raise ConfigError(
+                    f"{compare['folder']}: {protocol} of {label} has no per-image test results (written by an "
+                    "older maelab; run its maelab compare again to pair it with other seeds)"
+                )
+            n, n0 = score.correct.get("n"), n_first.get(protocol, {}).get(label)
+            if n0 is not None and n != n0:
+                raise ConfigError(
+                    f"{compare['folder']}: {protocol} of {label} was scored on {n} test images but "
+                    f"{first['folder']} on {n0}: the seeds must use the same test images"
+                )
 
 
 def scores(compare: dict[str, Any]) -> dict[str, dict[str, Score]]:
@@ -73,16 +94,12 @@ def scores(compare: dict[str, Any]) -> dict[str, dict[str, Score]]:
 
 
 def _flags(score: Score) -> Any:
-    if score.correct is None:
-        raise ValueError("a comparison without per-image results (written by an older maelab) cannot be paired")
+    assert score.correct is not None, "load_compares checks every test has per-image results"
     return unpack_correct(score.correct)
 
 
 def _pair(metric: str, a: str, b: str, per_seed: list[tuple[Score, Score]]) -> dict[str, Any]:
-    comps = [compare_paired(_flags(x), _flags(y)) for x, y in per_seed]
-    v = seed_verdict(a, b, comps)
-    return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
-            "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
+    return seed_pair(metric, a, b, [_flags(x) for x, _ in per_seed], [_flags(y) for _, y in per_seed])
 
 
 def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from maelab.eval.features import POOLINGS
 from maelab.eval.results import markdown_table
-from maelab.eval.stats import compare_paired, unpack_correct
+from maelab.eval.stats import unpack_correct
 from maelab.experiments.recipe_plan import KNN_K
 from maelab.experiments.recipe_summary import score
 from maelab.experiments.seeds import (
@@ -32,7 +32,7 @@ from maelab.experiments.seeds import (
     read_folder,
     seed_cell,
     seed_entry,
-    seed_verdict,
+    seed_pair,
     write_report,
 )
 
@@ -89,11 +89,7 @@ def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
             table[n][label] = seed_entry([float(f.mean() * 100) for f in per[n]])
         judged = [(a, b, per[a], per[b]) for a, b in combinations(names, 2)]
         judged += [(n, RANDOM, per[n], [random_flags(s, n, kind, pooling) for s in searches]) for n in names]
-        for a, b, fa, fb in judged:
-            comps = [compare_paired(x, y) for x, y in zip(fa, fb, strict=True)]
-            v = seed_verdict(a, b, comps)
-            pairs.append({"metric": label, "a": a, "b": b, "winner": v.winner, "text": v.text,
-                          "spread": v.spread.to_dict(), "per_seed": [c.to_dict() for c in comps]})  # fmt: skip
+        pairs += [seed_pair(label, a, b, fa, fb) for a, b, fa, fb in judged]
     for n in names:
         table[n]["score"] = seed_entry([sc["score"] for sc in scores[n]])
         table[n]["over random init"] = seed_entry([sc["over_random_init"] for sc in scores[n]])

@@ -71,6 +71,16 @@ def seed_verdict(
     return SeedVerdict(tuple(per_seed), spread, winner, text)
 
 
+def seed_pair(metric: str, a: str, b: str, flags_a: Sequence[Any], flags_b: Sequence[Any]) -> dict[str, Any]:
+    """A vs B on one metric over seeds, as the reports keep it: each seed's paired test on its (N,) per-image
+    flags (:func:`compare_paired`, the same test images within a seed) and the :func:`seed_verdict`;
+    {metric, a, b, winner, text, spread, per_seed}."""
+    comps = [compare_paired(x, y) for x, y in zip(flags_a, flags_b, strict=True)]
+    v = seed_verdict(a, b, comps)
+    return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
+            "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ reading sweeps
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -188,11 +198,7 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
             for lbl in have:
                 acc = [float(f.mean() * 100) for f in per[lbl]]
                 table[lbl][mlabel] = seed_entry(acc)
-            for a, b in combinations(have, 2):
-                comps = [compare_paired(fa, fb) for fa, fb in zip(per[a], per[b], strict=True)]
-                v = seed_verdict(a, b, comps)
-                pairs.append({"metric": mlabel, "a": a, "b": b, "winner": v.winner, "text": v.text,
-                              "spread": v.spread.to_dict(), "per_seed": [c.to_dict() for c in comps]})  # fmt: skip
+            pairs += [seed_pair(mlabel, a, b, per[a], per[b]) for a, b in combinations(have, 2)]
         out[view] = {"table": table, "pairs": pairs}
     return out
 
