@@ -53,7 +53,9 @@ def cifar_dir() -> Path:
     return Path(raw)
 
 
-def write_image_folder(root: Path, per_class: int = 6, size: int = 8, classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+def write_image_folder(
+    root: Path, per_class: int = 6, size: int = 8, classes: tuple[str, ...] = ("cat", "dog")
+) -> Path:
     """ROOT/{train,test}/<class>/<i>.png with random RGB images; returns ROOT."""
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

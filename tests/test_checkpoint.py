@@ -65,7 +65,9 @@ def test_half_written_checkpoint_is_ignored(tmp_path: Path) -> None:
 def test_mismatched_model_lists_tensors(tmp_path: Path) -> None:
     _save(tmp_path, 1, MAE(**TINY_MODEL))
     other = MAE(**{**TINY_MODEL, "embed_dim": 64})
-    with pytest.raises(CheckpointError, match="shape mismatch: cls_token: checkpoint \\(1, 1, 32\\) vs model \\(1, 1, 64\\)"):
+    with pytest.raises(
+        CheckpointError, match="shape mismatch: cls_token: checkpoint \\(1, 1, 32\\) vs model \\(1, 1, 64\\)"
+    ):
         load_state_strict(other, load_weights(tmp_path), "ckpt")
 
 

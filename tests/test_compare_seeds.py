@@ -94,6 +94,8 @@ def test_comparison_seeds_refuse_what_is_not_one_comparison(tmp_path: Path, caps
     (tmp_path / "sweep" / "metrics.json").write_text(json.dumps({"settings": {}, "rows": [], "evaluations": {}}))
     assert main(["seeds", str(first), str(tmp_path / "sweep"), "--out", str(tmp_path / "mixed")]) == 2
     assert "sweep is not a comparison but" in capsys.readouterr().err
+    assert main(["seeds", str(first), str(tmp_path / "gone"), "--out", str(tmp_path / "mixed")]) == 2
+    assert f"{tmp_path / 'gone'}: no such directory" in capsys.readouterr().err  # not "gone is not a comparison"
 
 
 def _edit_metrics(folder: Path, edit: Callable[[dict], object]) -> Path:

@@ -26,7 +26,9 @@ def fake_run(run: Path, lr: float, losses: list[float]) -> Path:
     (run / "config.json").write_text(json.dumps({"model": {"name": "ref"}, "train": {"lr": lr, "out": str(run)}}))
     records = [{"step": i + 1, "epoch": i + 1, "loss": v, "lr": lr, "img_per_s": 10.0} for i, v in enumerate(losses)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (run / "summary.json").write_text(json.dumps({"status": "finished", "steps": len(losses), "final_loss": losses[-1]}))
+    (run / "summary.json").write_text(
+        json.dumps({"status": "finished", "steps": len(losses), "final_loss": losses[-1]})
+    )
     return run
 
 

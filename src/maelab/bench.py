@@ -294,7 +294,11 @@ class Speedup:
         """Median, min-max and the 95% t-interval of the mean over rounds."""
         r = self.per_round
         spread = seed_spread(r)  # a mean with its t-interval; the rounds stand in for seeds
-        interval = "" if spread.ci_low is None else f", mean {spread.mean:.2f}x [95% t-interval {spread.ci_low:.2f}, {spread.ci_high:.2f}]"
+        interval = (
+            ""
+            if spread.ci_low is None
+            else f", mean {spread.mean:.2f}x [95% t-interval {spread.ci_low:.2f}, {spread.ci_high:.2f}]"
+        )
         return (
             f"training speed-up, mask {self.mask_ratio:.2f} over mask {self.reference_ratio:.2f}, {len(r)} interleaved "
             f"rounds: median {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f}){interval}"

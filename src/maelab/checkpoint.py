@@ -134,7 +134,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"no such run or checkpoint: {p}")
     found = latest_checkpoint(p)
     if found is None:
-        raise CheckpointError(f"{p} holds no complete checkpoint (expected {p}/checkpoints/step_*/{{{','.join(FILES)}}})")
+        raise CheckpointError(
+            f"{p} holds no complete checkpoint (expected {p}/checkpoints/step_*/{{{','.join(FILES)}}})"
+        )
     return found
 
 

@@ -124,7 +124,9 @@ def _natural_key(name: str) -> list:
 
 def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int, int]]]:
     """Classes, (file, label) pairs and (name, size, mtime) stamps of ``split_dir/<class>/*``, sorted."""
-    classes = sorted((d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=_natural_key)
+    classes = sorted(
+        (d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=_natural_key
+    )
     if not classes:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<images>)")
     files: list[tuple[str, int]] = []  # plain strings: 50k Path objects cost seconds
@@ -133,7 +135,9 @@ def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], lis
     for label, name in enumerate(classes):
         # os.scandir: one directory read, file types without a stat per file (50k files in ~1 s).
         with os.scandir(split_dir / name) as it:
-            entries = sorted((e for e in it if e.is_file() and not e.name.startswith(".")), key=lambda e: _natural_key(e.name))
+            entries = sorted(
+                (e for e in it if e.is_file() and not e.name.startswith(".")), key=lambda e: _natural_key(e.name)
+            )
         if not entries:
             empty.append(name)
         for e in entries:

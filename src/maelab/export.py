@@ -112,7 +112,9 @@ def export_encoder(run: str | Path, out: str | Path, fmt: str = "timm") -> tuple
         raise ConfigError(f"--out {out}: the file name must end in .safetensors")
     state, kwargs, source = _run_encoder_state(run)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "timm", "model_name": TIMM_MODEL_NAME}))
+    atomic_write(
+        out, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "timm", "model_name": TIMM_MODEL_NAME})
+    )
     spec = {"format": fmt, "model_name": TIMM_MODEL_NAME, "kwargs": kwargs, "source": source}
     meta_path = json_path_for(out)
     atomic_write_text(meta_path, json.dumps(spec, indent=2) + "\n")

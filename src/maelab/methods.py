@@ -67,9 +67,13 @@ def dino_loss(model: nn.Module, batch: torch.Tensor, cfg: Config) -> torch.Tenso
 METHODS: dict[str, Method] = {
     "mae": Method(build=build_mae, loss=mae_loss),
     "dino": Method(
-        build=build_dino, loss=dino_loss, after_step=DINO.after_step, setup=DINO.setup,
-        before_step=DINO.before_optimizer_step, metrics=DINO.log_metrics,
-    ),  # fmt: skip
+        build=build_dino,
+        loss=dino_loss,
+        after_step=DINO.after_step,
+        setup=DINO.setup,
+        before_step=DINO.before_optimizer_step,
+        metrics=DINO.log_metrics,
+    ),
 }
 
 

@@ -31,5 +31,3 @@ def lr_schedule(peak_lr: float, min_lr: float, total_steps: int, warmup_steps: i
     progress = (steps - warmup_steps) / max(total_steps - warmup_steps, 1)
     cosine = min_lr + (peak_lr - min_lr) * 0.5 * (1 + torch.cos(math.pi * progress))
     return torch.where(steps < warmup_steps, warm, cosine)
-
-

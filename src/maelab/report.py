@@ -291,8 +291,8 @@ def markdown_to_html(markdown: str, base_dir: Path, title: str) -> str:
 
     body = re.sub(r'src="([^"]+)"', embed, body)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>{CSS}</style>\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<title>{html.escape(title)}</title>\n<link rel="icon" href="data:,">\n<style>{CSS}</style>\n'
         f"</head>\n<body>\n{body}</body>\n</html>\n"
     )
 

@@ -269,7 +269,9 @@ def _train(
                         path = save("interrupted")
                         bar.close()
                         if write:
-                            print(f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`")
+                            print(
+                                f"stopped at step {step}: checkpoint {path}; continue with `maelab pretrain --resume {run}`"
+                            )
                         return run
         status = "finished"
     finally:

@@ -151,6 +151,9 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     from maelab.experiments.seeds import write_seeds
 
     folders = [Path(f) for f in args.folders]
+    for folder in folders:  # before the kind check, which would call a missing folder "not a comparison"
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: no such directory (give finished sweep, recipe or compare folders)")
     write = write_seeds  # sweeps, unless the folders are searches or comparisons (all of them: checked)
     for kind, is_kind, writer in (("recipe search", is_search, write_search_seeds),
                                   ("comparison", is_compare, write_compare_seeds)):  # fmt: skip

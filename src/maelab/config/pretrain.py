@@ -68,7 +68,9 @@ class TrainConfig:
         "norm_pix_loss); flags given beside it win", choices=("paper", "short"), metavar=None,
     )  # fmt: skip
     epochs: int = opt(100, "training epochs")
-    steps: int = opt(0, "total optimizer steps; when > 0 it replaces --epochs (e.g. a step count fitted to a time budget)")
+    steps: int = opt(
+        0, "total optimizer steps; when > 0 it replaces --epochs (e.g. a step count fitted to a time budget)"
+    )
     batch_size: int = opt(256, "images per step on each device (before gradient accumulation)")
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
@@ -76,7 +78,9 @@ class TrainConfig:
     min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
     warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of the run's steps)")
     weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
-    weight_decay_end: float = opt(-1.0, "weight decay at the end of a cosine schedule from --weight-decay (< 0 = constant)")
+    weight_decay_end: float = opt(
+        -1.0, "weight decay at the end of a cosine schedule from --weight-decay (< 0 = constant)"
+    )
     betas: tuple[float, ...] = opt((0.9, 0.95), "AdamW betas")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
@@ -88,7 +92,9 @@ class TrainConfig:
     save_every: int = opt(1, "epochs between checkpoints (the last epoch is always saved)")
     keep_checkpoints: int = opt(2, "checkpoints kept on disk (newest first)")
     quiet: bool = opt(False, "no progress bar; one log line per epoch")
-    tensorboard: bool = opt(False, "log loss, lr, img/s and reconstructions to RUN/tensorboard (pip install maelab[tensorboard])")
+    tensorboard: bool = opt(
+        False, "log loss, lr, img/s and reconstructions to RUN/tensorboard (pip install maelab[tensorboard])"
+    )
     tensorboard_every: int = opt(1, "epochs between TensorBoard reconstruction grids of 8 fixed test images")
 
     def images_per_step(self, world_size: int = 1) -> int:
@@ -122,7 +128,9 @@ class DinoConfig:
     )
     jitter_prob: float = opt(0.8, "probability of colour jitter per crop")
     grayscale_prob: float = opt(0.2, "probability of grayscale per crop")
-    blur_prob: tuple[float, ...] = opt((1.0, 0.1, 0.5), "gaussian blur probability: global crop 1, global crop 2, local")
+    blur_prob: tuple[float, ...] = opt(
+        (1.0, 0.1, 0.5), "gaussian blur probability: global crop 1, global crop 2, local"
+    )
     blur_sigma: tuple[float, ...] = opt((0.1, 1.0), "gaussian blur sigma range in pixels (2.0 max at 224 px in DINO)")
     solarize_prob: float = opt(0.2, "solarisation probability of global crop 2")
     student_temp: float = opt(0.1, "student softmax temperature")

@@ -25,7 +25,8 @@ MOMENTUM_RULE = (
     f"teacher momentum m0 chosen so that the teacher keeps <= {TEACHER_INIT_LEFT:.0%} of its random init at the end of "
     "the run"
 )
-DINO_SCHEDULE_EPOCHS = 100  # the DINO schedule (ViT-S/16, 100 epochs) its 1-epoch freeze and temperature warm-up belong to
+# The DINO schedule (ViT-S/16, 100 epochs) its 1-epoch freeze and temperature warm-up belong to.
+DINO_SCHEDULE_EPOCHS = 100
 SHORT_RUN_WARMUPS = ("freeze_last_layer", "warmup_teacher_temp_epochs")  # DinoConfig fields counted in epochs
 WARMUP_RULE = (
     f"DINO's last-layer freeze and teacher-temperature warm-up take the share of the run they take of DINO's "

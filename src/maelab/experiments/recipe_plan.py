@@ -131,7 +131,9 @@ def make_plan(
     if KNN_K not in ks:
         raise ConfigError(f"the score needs k-NN at k={KNN_K}; got ks {ks}")
     options.data_dir = str(resolve_data_dir(options.data_dir or None).resolve())
-    plan = RecipePlan(options, candidates_by_name(tuple(options.candidates), table), merge_sections(base or RECIPE_BASE), ks)
+    plan = RecipePlan(
+        options, candidates_by_name(tuple(options.candidates), table), merge_sections(base or RECIPE_BASE), ks
+    )
     for cand in plan.candidates:
         plan.config(cand)
     return plan

@@ -236,10 +236,14 @@ def _seed_caveat(m: dict[str, Any]) -> str:
     if m["a_better_on"] and not m["b_better_on"]:
         return "the seed-to-seed spread is not measured, so treat a win on one metric only as weak evidence."
     if m["b_better_on"]:
-        return ("the runner-up is better beyond noise on " + ", ".join(m["b_better_on"]) + ": the ranking by score "
-                "is mixed, and more seeds (--seed 1, --seed 2) would be needed to order them.")
-    return ("the winner is a tie with the runner-up; either recipe is as good at this budget, and more seeds "
-            "(--seed 1, --seed 2) would be needed to separate them.")
+        return (
+            "the runner-up is better beyond noise on " + ", ".join(m["b_better_on"]) + ": the ranking by score "
+            "is mixed, and more seeds (--seed 1, --seed 2) would be needed to order them."
+        )
+    return (
+        "the winner is a tie with the runner-up; either recipe is as good at this budget, and more seeds "
+        "(--seed 1, --seed 2) would be needed to separate them."
+    )
 
 
 def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, command: str,

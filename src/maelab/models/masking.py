@@ -48,9 +48,7 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
     len_keep = int(num_patches * (1 - mask_ratio))
     if len_keep < 1:
-        raise ValueError(
-            f"mask_ratio={mask_ratio} leaves no visible patch out of {num_patches}; use a smaller ratio"
-        )
+        raise ValueError(f"mask_ratio={mask_ratio} leaves no visible patch out of {num_patches}; use a smaller ratio")
     return len_keep
 
 
