@@ -292,13 +292,8 @@ class Speedup:
 
     def line(self) -> str:
         """Median, min-max and the 95% t-interval of the mean over rounds."""
-        r = self.per_round
-        spread = seed_spread(r)  # a mean with its t-interval; the rounds stand in for seeds
-        interval = (
-            ""
-            if spread.ci_low is None
-            else f", mean {spread.mean:.2f}x [95% t-interval {spread.ci_low:.2f}, {spread.ci_high:.2f}]"
-        )
+        r, s = self.per_round, seed_spread(self.per_round)  # a mean with its t-interval; the rounds stand in for seeds
+        interval = "" if s.ci_low is None else f", mean {s.mean:.2f}x [95% t-interval {s.ci_low:.2f}, {s.ci_high:.2f}]"
         return (
             f"training speed-up, mask {self.mask_ratio:.2f} over mask {self.reference_ratio:.2f}, {len(r)} interleaved "
             f"rounds: median {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f}){interval}"
