@@ -38,7 +38,7 @@ from maelab.experiments.compare_plan import (
     time_budget_epochs,
     with_teacher_momentum,
 )
-from maelab.experiments.compare_summary import answer, optimizer_text, verdict
+from maelab.experiments.compare_summary import answer, optimizer_text, split_calls_note, verdict
 from maelab.models.dino import suggest_momentum
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -228,6 +228,14 @@ def test_summary_compares_like_for_like_with_paired_statistics() -> None:
     assert "unpaired 2-SE rule" in verdict({"knn": accs, "linear": accs}, {}, n)
 
 
+def test_speeds_from_more_than_one_call_are_flagged() -> None:
+    one_call = {"call": "2026-12-01T00:00:00", "resumed": False}
+    assert split_calls_note(one_call, dict(one_call)) == ""
+    assert split_calls_note({"img_per_s": 1.0}, one_call) == ""  # a record from before calls were stamped
+    assert "more than one call" in split_calls_note(one_call, {**one_call, "call": "2026-12-01T02:00:00"})
+    assert "more than one call" in split_calls_note(one_call, {**one_call, "resumed": True})
+
+
 def test_compare_rejects_method_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--method", "dino"]) == 2
     assert "compare trains both methods" in capsys.readouterr().err
@@ -265,6 +273,8 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert [p["target"] for p in dino["trajectory"]] == [2, 4]  # 4 steps, checked at 2 and 4
     assert "entropy" in dino["trajectory"][-1]["teacher"] and "teacher" not in stages["pretrain:mae"]["trajectory"][0]
     assert "equal_time" in stages
+    # One call trained every run: the speeds are comparable, and the report says nothing about calls.
+    assert stages["pretrain:mae"]["call"] == dino["call"] and not dino["resumed"] and "one call" not in summary
     # The teacher momentum was fitted to the 4-step run and recorded; the from-scratch fine-tune had no layer decay.
     assert dino["momentum_teacher"] == pytest.approx(teacher_momentum(4), abs=1e-6)
     assert dino["momentum_rule"] == "fitted to the run length" and dino["teacher_init_left"] <= 0.05

@@ -127,6 +127,7 @@ def _trained_run(
     run = Path(cfg.train.out)
     total = stop or schedule_steps(cfg)
     trajectory = stages.get(f"{name}:trajectory") or []
+    resumed = ckpt.latest_checkpoint(run) is not None  # begun by an earlier call: its speed spans two calls
     for target in check_steps(total, points):
         if any(p["target"] == target for p in trajectory):
             continue
@@ -136,7 +137,8 @@ def _trained_run(
         if points:
             trajectory.append({"target": target, **_trajectory_point(run, cfg.train.method, data(), device)})
             stages.put(f"{name}:trajectory", trajectory)
-    return stages.put(name, {**_train_record(run, cfg, stop), "trajectory": trajectory})
+    record = {**_train_record(run, cfg, stop), "call": stages.call, "resumed": resumed}
+    return stages.put(name, {**record, "trajectory": trajectory})
 
 
 def _equal_time_run(

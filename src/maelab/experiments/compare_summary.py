@@ -139,7 +139,7 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
             f"{ratio:.2f}x {'slower' if ratio >= 1 else 'faster'} per image (it runs the student on 2 global + local "
             "crops and the teacher on 2 global crops, all patches; MAE encodes only the visible patches once)"
         )
-        out.append(f"| training speed | {speed} |")
+        out.append(f"| training speed | {speed}{split_calls_note(mae, dino)} |")
     if equal_time and equal_time.get("label"):
         label, ref = equal_time["label"], equal_time["reference"].upper()
         parts = [f"{p}: " + judge(ref, scores[f"linear probe {p}"][ref], label, scores[f"linear probe {p}"][label],
@@ -150,7 +150,7 @@ def answer(trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict
         out.append(
             f"| equal wall-clock ({equal_time['budget_s']:.0f} s) | {label}: {equal_time['epochs']} epoch(s)"
             f"{' cut at step ' + str(equal_time['stop_after_steps']) if equal_time['stop_after_steps'] else ''}"
-            f"{teacher}; linear probe {'; '.join(parts)} |"
+            f"{teacher}; linear probe {'; '.join(parts)}{split_calls_note(trained[equal_time['reference']], rec)} |"
         )
     elif equal_time:
         out.append("| equal wall-clock | the same number of epochs fits both budgets: the equal-epoch runs apply |")
@@ -266,6 +266,20 @@ def collapse_line(trained: dict) -> str:
         f"prediction {t['marginal_entropy']:.3f}, log K {t['max_entropy']:.3f}; their difference (the information "
         f"the prototype assignment carries about the image) is {mi:.3f} nats: "
         + ("no sign of collapse." if ok else "POSSIBLE COLLAPSE (one-hot or uniform outputs); check the curves.")
+    )
+
+
+def split_calls_note(*records: dict[str, Any]) -> str:
+    """A warning when the pretraining ``records`` (``_trained_run`` stages) ran in more than one call of the
+    experiment: their speeds then come from different states of the machine. Empty when they shared one call or
+    the records predate the ``call`` field."""
+    calls = {r.get("call") for r in records}
+    if None in calls or (len(calls) == 1 and not any(r.get("resumed") for r in records)):
+        return ""
+    return (
+        "; **measured in more than one call of `maelab compare`** (a run resumed, or the methods trained in "
+        "different calls): the machine's speed can differ between calls, so this ratio and the equal-time budget "
+        "carry that drift"
     )
 
 

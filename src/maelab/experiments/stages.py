@@ -10,6 +10,7 @@ numbers that no single setting produced.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,9 @@ class Stages:
         option_defaults: dict[str, dict[str, Any]] | None = None, ignore: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.path = Path(path)
+        # When this call of the experiment began: results (e.g. speeds) measured in different calls saw the
+        # machine in different states, so stages can say which call produced them.
+        self.call = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.config_keys, self.option_defaults, self.ignore = tuple(config_keys), option_defaults or {}, tuple(ignore)
         now = self._normalized(settings)
         if not self.path.is_file():
