@@ -79,6 +79,18 @@ def test_comparisons_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert slowdown["per_seed"] == pytest.approx([10.0, 11.0, 10.0])
     two = write_compare_seeds(folders[:2], tmp_path / "two").read_text()
     assert "(decided)" not in two and "fewer than 3 seeds" in two
+    assert "split_calls" not in record and "more than one call" not in summary  # no call stamps: nothing to say
+    # Seed 2's DINO resumed a run begun by an earlier call: its speeds are flagged, the others' are not.
+    metrics = json.loads((folders[2] / "metrics.json").read_text())
+    stamps = {"pretrain:mae": {"call": "t1", "resumed": False}, "pretrain:dino": {"call": "t1", "resumed": True}}
+    for i, folder in enumerate(folders):
+        m = json.loads((folder / "metrics.json").read_text()) if i < 2 else metrics
+        for name, stamp in stamps.items():
+            m["stages"][name].update({**stamp, "resumed": stamp["resumed"] and i == 2})
+        (folder / "metrics.json").write_text(json.dumps(m))
+    flagged = write_compare_seeds(folders, tmp_path / "flagged").read_text()
+    assert "Seed(s) 2: pretrained in more than one call of `maelab compare`" in flagged
+    assert json.loads((tmp_path / "flagged" / "seeds.json").read_text())["split_calls"] == [2]
 
 
 def test_comparison_seeds_refuse_what_is_not_one_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

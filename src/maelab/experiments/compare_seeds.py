@@ -21,6 +21,7 @@ from maelab.config import ConfigError
 from maelab.eval.results import markdown_table
 from maelab.eval.stats import unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
+from maelab.experiments.compare_summary import split_calls_note
 from maelab.experiments.seeds import (
     MIN_SEEDS,
     check_seeds_of_one,
@@ -130,7 +131,19 @@ def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
     teacher = [r.get("teacher_init_left") for r in runs["dino"]]
     if all(t is not None for t in teacher):
         speed["DINO teacher: share of random init left"] = seed_entry([float(t) for t in teacher])
-    return {"table": table, "pairs": pairs, "learned": learned, "speed": speed}
+    split = [c["seed"] for c in compares if split_calls_note(*_pretrain_records(c))]
+    return {
+        "table": table,
+        "pairs": pairs,
+        "learned": learned,
+        "speed": speed,
+        **({"split_calls": split} if split else {}),
+    }
+
+
+def _pretrain_records(compare: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pretraining stages of one comparison whose speeds are compared: MAE, DINO and the equal-time run."""
+    return [r for name, r in compare["stages"].items() if name.startswith("pretrain:") and isinstance(r, dict)]
 
 
 def mae_vs_dino_lines(combined: dict[str, Any]) -> list[str]:
@@ -169,6 +182,9 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
         *[f"- {p['metric']}: {p['text']}" for p in other], "",
         "## Training speed (pretraining, img/s of the logged windows' median)", "",
         markdown_table(["quantity", "over seeds"], [[k, seed_cell(v, interval=True)] for k, v in combined["speed"].items()], "lr"),
+        *([f"Seed(s) {', '.join(map(str, combined['split_calls']))}: pretrained in more than one call of `maelab "
+           "compare` (a run resumed, or the methods trained in different calls), so their speeds, speed ratio and "
+           "equal-time steps carry the machine's drift between calls.", ""] if combined.get("split_calls") else []),
     ]  # fmt: skip
     return "\n".join(lines)
 
