@@ -151,14 +151,12 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     from maelab.experiments.seeds import write_seeds
 
     folders = [Path(f) for f in args.folders]
-    for folder in folders:  # before the kind check, which would call a missing folder "not a comparison"
-        if not folder.is_dir():
-            raise ConfigError(f"{folder}: no such directory (give finished sweep, recipe or compare folders)")
     write = write_seeds  # sweeps, unless the folders are searches or comparisons (all of them: checked)
     for kind, is_kind, writer in (("recipe search", is_search, write_search_seeds),
                                   ("comparison", is_compare, write_compare_seeds)):  # fmt: skip
         found = [f for f in folders if is_kind(f)]
-        if found and len(found) < len(folders):
+        # A missing folder is not "another kind": the reader names it ("no such directory").
+        if found and len(found) < len(folders) and all(f.is_dir() for f in folders):
             other = next(f for f in folders if f not in found)
             raise ConfigError(f"{other} is not a {kind} but {found[0]} is: give folders of one experiment")
         write = writer if found else write
