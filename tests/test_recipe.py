@@ -110,6 +110,21 @@ def test_pass_two_candidates_change_one_thing_of_bs64_each(folder: Path, tmp_pat
     assert cfgs["bs64"]["train.batch_size"] == 64 and cfgs["bs32"]["train.batch_size"] == 32
 
 
+def test_pass_three_candidates_change_one_thing_of_bs64_each(folder: Path, tmp_path: Path) -> None:
+    names = ("bs64", "bs64-patch8", "bs64-deep-narrow", "bs64-deep-decoder", "bs64-crop0.35")
+    plan = make_plan(RecipeOptions(data_dir=str(folder), out=str(tmp_path / "out"), candidates=names))
+    assert not any(c.default for c in plan.candidates[1:])
+    cfgs = {c.name: _flat(plan.config(c)) for c in plan.candidates}
+    changed = {n: {k for k in cfgs["bs64"] if cfgs["bs64"][k] != cfgs[n][k]} - {"train.out"} for n in names[1:]}
+    assert changed == {
+        "bs64-patch8": {"model.patch_size"},
+        "bs64-deep-narrow": {"model.embed_dim", "model.encoder_depth", "model.encoder_heads"},
+        "bs64-deep-decoder": {"model.decoder_depth"},
+        "bs64-crop0.35": {"data.crop_min_scale"},
+    }
+    assert (cfgs["bs64-patch8"]["model.patch_size"], cfgs["bs64-deep-narrow"]["model.encoder_depth"]) == (8, 6)
+
+
 DINO_BLUR = ("dino-blur", "dino-light-blur", "dino-no-blur")
 
 

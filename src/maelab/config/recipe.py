@@ -113,6 +113,33 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
         _with(_BS64, model={"decoder_embed_dim": 64, "decoder_depth": 1}),
         default=False,
     ),
+    # Pass 3: the knobs pass 1 and 2 left out -- patch size, encoder depth, decoder depth -- and a milder
+    # crop, each one change of bs64 (named only: `--candidates bs64 bs64-patch8 bs64-deep-narrow
+    # bs64-deep-decoder bs64-crop0.35`).
+    RecipeCandidate(
+        "bs64-patch8",
+        "bs64 with 8-pixel patches (16 per image, 4 visible): ~4x fewer tokens per image, more images per minute",
+        _with(_BS64, model={"patch_size": 8}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-deep-narrow",
+        "bs64 with a deeper, narrower encoder of about the same cost: embed 192, depth 6, 3 heads",
+        _with(_BS64, model={"embed_dim": 192, "encoder_depth": 6, "encoder_heads": 3}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-deep-decoder",
+        "bs64 with a decoder 4 blocks deep (128 wide)",
+        _with(_BS64, model={"decoder_depth": 4}),
+        default=False,
+    ),
+    RecipeCandidate(
+        "bs64-crop0.35",
+        "bs64 with a milder random-resized crop: smallest area 0.35 of the image (0.2 in MAE)",
+        _with(_BS64, data={"crop_min_scale": 0.35}),
+        default=False,
+    ),
     # DINO's CIFAR augmentation (named only: `--candidates dino-blur dino-light-blur dino-no-blur`).
     RecipeCandidate(
         "dino-blur",
