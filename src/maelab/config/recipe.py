@@ -31,6 +31,11 @@ def _with(base: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> dict[s
     return merge_sections(base, sections)
 
 
+def _named(name: str, base: dict[str, dict[str, Any]], description: str, **sections: dict[str, Any]) -> RecipeCandidate:
+    """A candidate trained only when named in ``--candidates``: ``base`` with the fields of ``sections`` changed."""
+    return RecipeCandidate(name, description, _with(base, **sections), default=False)
+
+
 # Pretraining values every candidate shares (below its overrides): the ref encoder (256 x 4, 4 heads,
 # decoder 128 x 2) at patch 4, mask 0.75, 32x32 (the ModelConfig defaults). Loss curves need points:
 # a record every 5 steps (one host sync each, negligible on a CPU). One checkpoint kept per run.
@@ -89,75 +94,60 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
     ),
     # Pass 2 around the first pass's winner bs64 (named only, so the committed pass-1 command is unchanged):
     # `--candidates bs64 bs32 bs64-raw-pixels bs64-narrow bs64-light-decoder`, with several --seed.
-    RecipeCandidate(
-        "bs32",
-        "bs64 at batch 32 (twice its optimizer steps, same lr)",
-        _with(_BS64, train={"batch_size": 32}),
-        default=False,
-    ),
-    RecipeCandidate(
-        "bs64-raw-pixels",
-        "bs64 without norm_pix_loss (raw-pixel targets)",
-        _with(_BS64, model={"norm_pix_loss": False}),
-        default=False,
-    ),
-    RecipeCandidate(
+    _named("bs32", _BS64, "bs64 at batch 32 (twice its optimizer steps, same lr)", train={"batch_size": 32}),
+    _named("bs64-raw-pixels", _BS64, "bs64 without norm_pix_loss (raw-pixel targets)", model={"norm_pix_loss": False}),
+    _named(
         "bs64-narrow",
+        _BS64,
         "bs64 with the narrower encoder: embed 192, depth 4, 3 heads",
-        _with(_BS64, model={"embed_dim": 192, "encoder_depth": 4, "encoder_heads": 3}),
-        default=False,
+        model={"embed_dim": 192, "encoder_depth": 4, "encoder_heads": 3},
     ),
-    RecipeCandidate(
+    _named(
         "bs64-light-decoder",
+        _BS64,
         "bs64 with a decoder 64 wide x 1 block",
-        _with(_BS64, model={"decoder_embed_dim": 64, "decoder_depth": 1}),
-        default=False,
+        model={"decoder_embed_dim": 64, "decoder_depth": 1},
     ),
     # Pass 3: the issue's knobs pass 1 and 2 left out -- patch size, encoder depth, decoder depth -- and a milder
     # crop, each one change of bs64 (named only: `--candidates bs64 bs64-patch8 bs64-deep-narrow
     # bs64-deep-decoder bs64-crop0.35`).
-    RecipeCandidate(
+    _named(
         "bs64-patch8",
+        _BS64,
         "bs64 with 8-pixel patches (16 per image, 4 visible): ~4x fewer tokens per image, more images per minute",
-        _with(_BS64, model={"patch_size": 8}),
-        default=False,
+        model={"patch_size": 8},
     ),
-    RecipeCandidate(
+    _named(
         "bs64-deep-narrow",
+        _BS64,
         "bs64 with a deeper, narrower encoder of about the same cost: embed 192, depth 6, 3 heads",
-        _with(_BS64, model={"embed_dim": 192, "encoder_depth": 6, "encoder_heads": 3}),
-        default=False,
+        model={"embed_dim": 192, "encoder_depth": 6, "encoder_heads": 3},
     ),
-    RecipeCandidate(
-        "bs64-deep-decoder",
-        "bs64 with a decoder 4 blocks deep (128 wide)",
-        _with(_BS64, model={"decoder_depth": 4}),
-        default=False,
-    ),
-    RecipeCandidate(
+    _named("bs64-deep-decoder", _BS64, "bs64 with a decoder 4 blocks deep (128 wide)", model={"decoder_depth": 4}),
+    _named(
         "bs64-crop0.35",
+        _BS64,
         "bs64 with a milder random-resized crop: smallest area 0.35 of the image (0.2 in MAE)",
-        _with(_BS64, data={"crop_min_scale": 0.35}),
-        default=False,
+        data={"crop_min_scale": 0.35},
     ),
     # DINO's CIFAR augmentation (named only: `--candidates dino-blur dino-light-blur dino-no-blur`).
-    RecipeCandidate(
+    _named(
         "dino-blur",
+        _DINO,
         "DINO, blur as maelab's DINO defaults: p (1.0, 0.1, 0.5), sigma 0.1-1.0 px",
-        _with(_DINO, dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.1, 1.0)}),
-        default=False,
+        dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.1, 1.0)},
     ),
-    RecipeCandidate(
+    _named(
         "dino-light-blur",
+        _DINO,
         "DINO, blur sigma at the reference's share of the image width: 0.1-2.0 px at 224 px -> 0.014-0.29 px at 32",
-        _with(_DINO, dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.014, 0.29)}),
-        default=False,
+        dino={"blur_prob": (1.0, 0.1, 0.5), "blur_sigma": (0.014, 0.29)},
     ),
-    RecipeCandidate(
+    _named(
         "dino-no-blur",
+        _DINO,
         "DINO without blur: p (0, 0, 0)",
-        _with(_DINO, dino={"blur_prob": (0.0, 0.0, 0.0), "blur_sigma": (0.1, 1.0)}),
-        default=False,
+        dino={"blur_prob": (0.0, 0.0, 0.0), "blur_sigma": (0.1, 1.0)},
     ),
 )
 
