@@ -21,7 +21,7 @@ from maelab.config import ConfigError
 from maelab.eval.results import markdown_table
 from maelab.eval.stats import unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
-from maelab.experiments.compare_summary import split_calls_note
+from maelab.experiments.compare_summary import across_calls
 from maelab.experiments.seeds import (
     MIN_SEEDS,
     check_seeds_of_one,
@@ -131,7 +131,7 @@ def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
     teacher = [r.get("teacher_init_left") for r in runs["dino"]]
     if all(t is not None for t in teacher):
         speed["DINO teacher: share of random init left"] = seed_entry([float(t) for t in teacher])
-    split = [c["seed"] for c in compares if split_calls_note(*_pretrain_records(c))]
+    split = [c["seed"] for c in compares if across_calls(*_pretrain_records(c))]
     return {
         "table": table,
         "pairs": pairs,

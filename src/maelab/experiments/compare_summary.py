@@ -269,12 +269,17 @@ def collapse_line(trained: dict) -> str:
     )
 
 
-def split_calls_note(*records: dict[str, Any]) -> str:
-    """A warning when the pretraining ``records`` (``_trained_run`` stages) ran in more than one call of the
-    experiment: their speeds then come from different states of the machine. Empty when they shared one call or
-    the records predate the ``call`` field."""
+def across_calls(*records: dict[str, Any]) -> bool:
+    """Whether the pretraining ``records`` (``_trained_run`` stages) ran in more than one call of the experiment
+    (different calls, or a resumed run): their speeds then come from different states of the machine. False when
+    they shared one call or predate the ``call`` field."""
     calls = {r.get("call") for r in records}
-    if None in calls or (len(calls) == 1 and not any(r.get("resumed") for r in records)):
+    return None not in calls and (len(calls) > 1 or any(r.get("resumed") for r in records))
+
+
+def split_calls_note(*records: dict[str, Any]) -> str:
+    """The report's warning when :func:`across_calls` holds for ``records``, else ""."""
+    if not across_calls(*records):
         return ""
     return (
         "; **measured in more than one call of `maelab compare`** (a run resumed, or the methods trained in "
