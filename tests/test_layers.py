@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ("config", "runtime", "rundir", "checkpoint", "distributed", "data", "augment", "augment_dino", "models",
          "visualize"), 0),
-    **dict.fromkeys(("methods", "train", "optim", "tblog"), 1),
+    **dict.fromkeys(("methods", "train", "budget", "optim", "tblog"), 1),
     **dict.fromkeys(("eval", "bench", "export"), 2),
     **dict.fromkeys(("experiments", "report"), 3),
     **dict.fromkeys(("cli", "__main__"), 4),

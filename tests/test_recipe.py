@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from maelab import budget, methods, train
 from maelab import data as data_module
-from maelab import methods, train
+from maelab.budget import CALIBRATION_RUNS, planned_steps
 from maelab.cli import main
 from maelab.config import (
     METHOD_TRAIN_DEFAULTS,
@@ -28,15 +29,7 @@ from maelab.config import (
 from maelab.eval.stats import pack_correct
 from maelab.experiments import child, compare_plan, recipe, recipe_plan, recipe_summary
 from maelab.experiments.compare_plan import teacher_left, teacher_momentum
-from maelab.experiments.recipe_plan import (
-    CALIBRATION_RUNS,
-    baseline_config,
-    budget_flag,
-    calibration_length,
-    loop_speed,
-    make_plan,
-    planned_steps,
-)
+from maelab.experiments.recipe_plan import baseline_config, budget_flag, make_plan
 from maelab.experiments.recipe_summary import budget_cell, budget_lines, candidate_flags, margin, rank, score
 
 from .conftest import TINY_DINO, TINY_MODEL, write_image_folder
@@ -175,29 +168,6 @@ def test_a_dino_candidates_teacher_momentum_is_fitted_to_its_planned_steps(
     assert own.config(fixed, 140).dino.momentum_teacher == 0.99
 
 
-def test_planned_steps_fill_the_budget() -> None:
-    assert planned_steps(240.0, 140.0, 128) == 262  # 240 s x 140 img/s / 128 images a step
-    assert planned_steps(240.0, 140.0, 128, overhead_s=8.0) == 254  # the run's slower first steps count too
-    assert planned_steps(1.0, 10.0, 256) == 1  # at least one step
-    with pytest.raises(ValueError):
-        planned_steps(240.0, 0.0, 128)
-
-
-def test_loop_speed_times_the_windows_after_the_warm_up() -> None:
-    # A log record every 5 steps of 64 images: the first window (cold start, 3.2 s) is the warm-up.
-    records = [{"step": 5, "img_per_s": 100.0}] + [{"step": s, "img_per_s": 160.0} for s in (10, 15, 20)]
-    speed = loop_speed(records, 64, skip_steps=2)
-    assert (speed["skipped_steps"], speed["timed_steps"], speed["timed_seconds"]) == (5, 15, 6.0)
-    assert speed["img_per_s"] == 160.0
-    assert speed["start_overhead_s"] == pytest.approx(1.2)  # 3.2 s for 5 steps that take 2.0 s at 160 img/s
-    # The fake measured speed fixes the plan: 180 s, less the start overhead, at 160 img/s.
-    assert planned_steps(180.0, speed["img_per_s"], 64, speed["start_overhead_s"]) == round(178.8 * 160 / 64)
-    assert loop_speed([{"step": 1, "img_per_s": 50.0}], 64)["img_per_s"] == 0.0  # nothing after the warm-up
-    # The next calibration run: warm-up + a window + the steps of min_seconds at the last speed, a tenth to spare.
-    assert calibration_length({}, 5, 5.0, 5) == 2 + 5 + 5
-    assert calibration_length(speed, 5, 10.0, 5) == 2 + 5 + 28  # 2.5 steps/s x 10 s x 1.1 = 27.5
-
-
 def test_a_candidate_off_its_budget_is_flagged() -> None:
     assert [budget_flag(u) for u in (1.2333, 1.1, 1.0, 0.9, 0.85)] == ["over budget", "", "", "", "under budget"]
     rows = [{"candidate": c, "train_seconds": t, "budget_s": 180.0, "budget_use": t / 180,
@@ -262,13 +232,13 @@ def test_calibration_runs_the_training_loop_of_the_run(
     monkeypatch.setattr(recipe_plan, "MIN_CALIBRATION_SECONDS", 0.5)  # time >= 0.5 s
     # The first calibration run reports at most 0.1 s timed (whatever this machine's speed), so it is too short
     # and must be repeated, longer.
-    real_speed, speeds = recipe.loop_speed, []
+    real_speed, speeds = budget.loop_speed, []
 
     def first_too_short(records: list[dict], per_step: int) -> dict:
         speeds.append(real_speed(records, per_step))
         return speeds[-1] if len(speeds) > 1 else {**speeds[0], "timed_seconds": min(speeds[0]["timed_seconds"], 0.1)}
 
-    monkeypatch.setattr(recipe, "loop_speed", first_too_short)
+    monkeypatch.setattr(budget, "loop_speed", first_too_short)
     plan = tiny_plan(folder, tmp_path / "out")
     cand = plan.candidates[0]
     assert len(recipe._train_images(plan.config(cand))) == 2 * PER_CLASS - HOLDOUT

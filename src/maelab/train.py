@@ -8,7 +8,10 @@ steps) -> atomic checkpoints. ``pretrain(cfg, resume=RUN)`` continues exactly wh
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -19,8 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from maelab import budget, rundir
 from maelab import checkpoint as ckpt
-from maelab import rundir
 from maelab.config import Config, ConfigError, validate
 from maelab.data import DataError, load_data
 from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
@@ -83,6 +86,8 @@ def pretrain(
     ``resume=RUN`` continues RUN from its newest checkpoint (``overrides`` may change epochs,
     quiet, device, log_every). ``stop_after_steps`` saves a checkpoint and returns after that
     many optimizer steps in total, as an interruption would (used by tests and time budgets).
+    A new run with ``train.minutes`` set gets the steps that fill those minutes on this machine
+    (:func:`maelab.budget.fit_to_minutes`; the calibration goes to ``RUN/budget.json``).
     Under torchrun every process trains on its shard of the data with DDP; rank 0 writes files.
     """
     if resume is not None:
@@ -92,11 +97,34 @@ def pretrain(
         validate(cfg)
     elif cfg is None:
         raise ConfigError("pretrain needs a config or resume=RUN")
+    calibration = _fit_minutes(cfg) if resume is None and cfg.train.minutes > 0 else None
+    if calibration is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=calibration["planned_steps"]))
     info, device = init_distributed(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps)
+        run = _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps)
     finally:
         shutdown(info)
+    if calibration is not None:
+        ckpt.atomic_write_text(run / "budget.json", json.dumps(calibration, indent=2) + "\n")
+    return run
+
+
+def _fit_minutes(cfg: Config) -> dict[str, Any]:
+    """The calibration of a ``--minutes`` run (:func:`maelab.budget.fit_to_minutes`), announced on stdout."""
+    t = cfg.train
+    if t.steps > 0:
+        raise ConfigError(f"--minutes {t.minutes:g} fits the step count, but --steps {t.steps} was given too; keep one")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--minutes calibrates in one process; under torchrun give --steps (fit one with --minutes)")
+    print(f"--minutes {t.minutes:g}: timing the training loop for {t.batch_size}-image steps ...", flush=True)
+    calibration = budget.fit_to_minutes(cfg, pretrain)[1]
+    print(
+        f"--minutes {t.minutes:g}: {calibration['img_per_s']:.0f} img/s over {calibration['timed_seconds']:.0f} s "
+        f"-> {calibration['planned_steps']} steps ({calibration['precision']})",
+        flush=True,
+    )
+    return calibration
 
 
 def _load_shard(cfg: Config, info: DistInfo, device: torch.device) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,10 @@ class TrainConfig:
     steps: int = opt(
         0, "total optimizer steps; when > 0 it replaces --epochs (e.g. a step count fitted to a time budget)"
     )
+    minutes: float = opt(
+        0.0, "train for about this many minutes on this machine: --steps fitted by a short calibration run of the "
+        "training loop first (5%% of the budget, 5-60 s, not counted, not kept); 0 = off, by --epochs or --steps",
+    )  # fmt: skip
     batch_size: int = opt(256, "images per step on each device (before gradient accumulation)")
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     blr: float = opt(1.5e-4, "base learning rate; lr = blr * effective_batch / 256")
@@ -239,6 +244,7 @@ def validate(cfg: Config) -> None:
          f"--mean/--std need {m.in_channels} values (std > 0), got {d.mean} / {d.std}"),
         (t.epochs > 0, f"--epochs must be > 0, got {t.epochs}"),
         (t.steps >= 0, f"--steps must be >= 0, got {t.steps}"),
+        (t.minutes >= 0 and math.isfinite(t.minutes), f"--minutes must be >= 0, got {t.minutes}"),
         (t.batch_size > 0, f"--batch-size must be > 0, got {t.batch_size}"),
         (t.accum_steps > 0, f"--accum-steps must be > 0, got {t.accum_steps}"),
         (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),

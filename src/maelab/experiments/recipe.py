@@ -32,31 +32,25 @@ changed candidate is refused, not mixed with old results.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maelab import budget, rundir
 from maelab import checkpoint as ckpt
-from maelab import rundir
 from maelab.config import Config, ConfigError
 from maelab.config.recipe import RecipeCandidate
 from maelab.eval.features import POOLINGS
 from maelab.experiments import child
 from maelab.experiments.compare_plan import momentum_record
 from maelab.experiments.recipe_plan import (
-    CALIBRATION_RUNS,
     KNN_K,
     RecipePlan,
     baseline_config,
-    calibration_length,
     fit_teacher_momentum,
-    loop_speed,
-    planned_steps,
 )
 from maelab.experiments.stages import Stages
 
@@ -72,40 +66,18 @@ def _train_images(cfg: Config) -> Any:
 def measure_speed(
     cfg: Config, scratch: Path, min_steps: int, min_seconds: float, isolate: bool = True
 ) -> dict[str, Any]:
-    """Training img/s of ``cfg`` measured by the training loop the run uses (:func:`maelab.train.pretrain`
-    through :func:`child.train_until`, in a fresh process when ``isolate``, as the run): ``cfg`` trained for a
-    few steps into ``scratch`` (deleted after), data indexing, augmentation, optimizer step, logging and
-    checkpoints included. Timed as the budget is counted, after the warm-up (:func:`loop_speed`); trained
-    again, longer, until ``min_steps`` steps and ``min_seconds`` are timed (at most :data:`CALIBRATION_RUNS`
-    runs). Returns loop_speed's dict with {runs, steps_run, window_img_per_s, precision, precision_reason,
-    device}."""
-    per_step, steps, runs = cfg.train.images_per_step(), 0, 0
-    speed: dict[str, Any] = {}
-    while runs < CALIBRATION_RUNS:
-        runs += 1
-        steps = calibration_length(speed, min_steps, min_seconds, cfg.train.log_every)
-        shutil.rmtree(scratch, ignore_errors=True)  # never resume a calibration: time it from its start
-        run_cfg = fit_teacher_momentum(  # DINO: fitted to this short run, as the run's to its own length
-            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, out=str(scratch)))
-        )
-        child.train_until(scratch, run_cfg, None, isolate)
-        records = rundir.read_metrics(scratch)
-        speed = loop_speed(records, per_step)
-        if speed["timed_steps"] >= min_steps and speed["timed_seconds"] >= min_seconds:
-            break
-    if speed["img_per_s"] <= 0:
-        raise ConfigError(f"{scratch}: the calibration run of {steps} steps timed no step after its warm-up")
-    summary = rundir.read_summary(scratch)
-    shutil.rmtree(scratch)
-    with contextlib.suppress(OSError):  # OUT/calibration, when no other calibration is in it
+    """Training img/s of ``cfg`` (:func:`maelab.budget.measure_speed`), trained by the loop the run uses:
+    :func:`child.train_until`, in a fresh process when ``isolate``, as the run; a DINO config's teacher
+    momentum fitted to each short calibration run, as the run's to its own length. ``scratch`` is deleted
+    after, and its parent (``OUT/calibration``) when no other calibration is in it."""
+
+    def train(run_cfg: Config) -> None:
+        child.train_until(scratch, fit_teacher_momentum(run_cfg), None, isolate)
+
+    speed = budget.measure_speed(cfg, scratch, min_steps, min_seconds, train)
+    with contextlib.suppress(OSError):
         scratch.parent.rmdir()
-    if summary is None:
-        raise ConfigError(f"{scratch}: the calibration run wrote no summary.json")
-    return {
-        **speed, "runs": runs, "steps_run": steps,
-        "window_img_per_s": [r["img_per_s"] for r in records if r["step"] > speed["skipped_steps"]],
-        "precision": summary.precision, "precision_reason": summary.precision_reason, "device": summary.device,
-    }  # fmt: skip
+    return speed
 
 
 def calibrate(plan: RecipePlan, cand: RecipeCandidate) -> dict[str, Any]:
@@ -118,7 +90,7 @@ def calibrate(plan: RecipePlan, cand: RecipeCandidate) -> dict[str, Any]:
         raise ConfigError(f"candidate {cand.name}: {len(train)} training images, fewer than a step's {per_step}")
     speed = measure_speed(cfg, plan.out / "calibration" / cand.name, plan.options.calibration_steps,
                           plan.calibration_s, plan.options.isolate)  # fmt: skip
-    steps = planned_steps(plan.budget_s, speed["img_per_s"], per_step, speed["start_overhead_s"])
+    steps = budget.planned_steps(plan.budget_s, speed["img_per_s"], per_step, speed["start_overhead_s"])
     return {
         "overrides": json.loads(json.dumps(cand.overrides)), "budget_s": plan.budget_s, **speed,
         "images_per_step": per_step, "planned_steps": steps, "train_images": len(train),

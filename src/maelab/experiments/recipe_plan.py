@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maelab import rundir
+from maelab.budget import CALIBRATION_SHARE, MIN_CALIBRATION_SECONDS
 from maelab.config import Config, ConfigError, DinoConfig, ModelConfig, resolve_config
 from maelab.config.core import merge_sections
 from maelab.config.recipe import RECIPE_BASE, RECIPE_CANDIDATES, RecipeCandidate, RecipeOptions, candidates_by_name
@@ -28,15 +27,6 @@ from maelab.experiments.stages import Stages
 STATE_FILE = "recipe.json"
 KNN_K = PAIRED_K  # the k of the score (DINO's default)
 KS = (10, KNN_K, 200)  # k-NN neighbour counts in the reports
-# A calibration trains the candidate's config with the training loop for a few steps and times the metric
-# windows after the one holding step WARMUP_STEPS (allocations and AdamW's state come on the first step;
-# torch.compile, when set, on the first too). It times at least CALIBRATION_SHARE of the budget and at
-# least MIN_CALIBRATION_SECONDS (a few steps are noisy), training again for longer (at most
-# CALIBRATION_RUNS runs) when a run was too short.
-WARMUP_STEPS = 2
-MIN_CALIBRATION_SECONDS = 5.0
-CALIBRATION_SHARE = 0.05
-CALIBRATION_RUNS = 3
 # A candidate whose training seconds are outside this share of the budget is flagged in the summary.
 BUDGET_TOLERANCE = (0.9, 1.1)
 # The decoder and the loss do not change the encoder: the random-init baseline of every candidate with
@@ -149,37 +139,6 @@ def fit_teacher_momentum(cfg: Config) -> Config:
     value = cfg.dino.momentum_teacher
     given = None if value == DinoConfig().momentum_teacher else value
     return with_teacher_momentum(dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino)), given)
-
-
-def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
-    """Optimizer steps that fill ``budget_s`` seconds at ``img_per_s`` with ``per_step`` images a step (>= 1),
-    after ``overhead_s`` seconds of the run's first, slower steps."""
-    if img_per_s <= 0 or per_step <= 0:
-        raise ValueError(f"need a positive speed and batch, got {img_per_s} img/s and {per_step} images a step")
-    return max(1, round(max(budget_s - overhead_s, 0.0) * img_per_s / per_step))
-
-
-def loop_speed(records: list[dict[str, Any]], per_step: int, skip_steps: int = WARMUP_STEPS) -> dict[str, Any]:
-    """The speed of a training loop from its metric ``records``, in the seconds the budget is counted in
-    (:func:`maelab.rundir.training_seconds`): the windows up to the first record at or after step
-    ``skip_steps`` are the warm-up, the rest are timed. Returns {img_per_s (0 when nothing was timed),
-    timed_steps, timed_seconds, skipped_steps, start_overhead_s: the warm-up's seconds beyond that speed}."""
-    start = next((r["step"] for r in records if r["step"] >= skip_steps), records[-1]["step"] if records else 0)
-    head = rundir.training_seconds(records, per_step, start)
-    steps = records[-1]["step"] - start if records else 0
-    seconds = rundir.training_seconds(records, per_step) - head
-    rate = steps * per_step / seconds if steps > 0 and seconds > 0 else 0.0
-    overhead = max(0.0, head - start * per_step / rate) if rate > 0 else 0.0
-    return {"img_per_s": round(rate, 2), "timed_steps": steps, "timed_seconds": round(seconds, 3),
-            "skipped_steps": start, "start_overhead_s": round(overhead, 3)}  # fmt: skip
-
-
-def calibration_length(speed: dict[str, Any], min_steps: int, min_seconds: float, log_every: int) -> int:
-    """Steps of the next calibration run: the warm-up, then ``min_steps`` and ``min_seconds`` at the speed of
-    the last run (``speed``, from :func:`loop_speed`; none yet: ``{}``), with a tenth to spare, and a
-    metric window more (the timed part starts at a record)."""
-    per_s = speed["timed_steps"] / speed["timed_seconds"] if speed.get("timed_seconds") else 0.0
-    return WARMUP_STEPS + log_every + max(min_steps, math.ceil(1.1 * min_seconds * per_s))
 
 
 def budget_flag(use: float) -> str:
