@@ -4,10 +4,10 @@ For each results folder (a run's ``run/summary.json`` and ``eval/{knn,linear}.js
 set), the better pooling of each protocol against the random-init encoder of the same shape and the
 same pooling (paired, same 10,000 test images), and the distance to the goal of its budget.
 
-    python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60
+    python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60 results/cpu15_bf16:15 results/cpu60_bf16:60
 
-Then each later folder against the one before it, same protocol and pooling, paired on the same images:
-what the longer run bought.
+Then each folder against the one before it when its budget is longer (a machine's 15- and 60-minute runs),
+same protocol and pooling, paired on the same images: what the longer run bought.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def rows_for(folder: Path, minutes: int) -> list[str]:
         name = "k-NN k=20" if protocol == "knn" else "linear"
         reached = "yes" if v["accuracy_a"] >= goal and v["difference"] >= MARGIN_GOAL else "no"
         out.append(
-            f"| {minutes} min | {summary['steps']} | {summary['train_time_s']:.0f} | {name} | {v['pooling']} | "
+            f"| {minutes} min | {folder.name} | {summary['precision']} | {summary['steps']} | "
+            f"{summary['train_time_s']:.0f} ({summary['train_time_s'] / (60 * minutes):.0%}) | {name} | {v['pooling']} | "
             f"{v['accuracy_a']:.2f} | {v['accuracy_b']:.2f} | {v['difference']:+.2f} [{v['ci_low']:+.2f}, "
             f"{v['ci_high']:+.2f}], p {v['p_value']:.0e} | >= {goal:g}, >= +{MARGIN_GOAL:g} | "
             f"{v['accuracy_a'] - goal:+.2f} / {v['difference'] - MARGIN_GOAL:+.2f} | {reached} |"
@@ -73,17 +74,20 @@ def longer_vs_shorter(short: Path, long: Path) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """Print the goals table for ``FOLDER:MINUTES`` arguments."""
-    print("| goal for | steps | training s | protocol | better pooling | MAE | random init (same pooling) | "
-          "difference [paired 95% CI], McNemar p | goal | distance (score / margin) | reached |")  # fmt: skip
-    print("|---|---:|---:|---|---|---:|---:|---|---|---|---|")
-    folders = []
+    print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
+          "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "
+          "reached |")  # fmt: skip
+    print("|---|---|---|---:|---:|---|---|---:|---:|---|---|---|---|")
+    folders: list[tuple[Path, int]] = []
     for arg in argv:
         folder, minutes = arg.rsplit(":", 1)
-        folders.append(Path(folder))
+        folders.append((Path(folder), int(minutes)))
         print("\n".join(rows_for(Path(folder), int(minutes))))
     print()
-    for short, long in zip(folders[:-1], folders[1:], strict=True):
-        print("\n".join(longer_vs_shorter(short, long)))
+    # Each folder against the one given before it when it had the longer budget (the same machine's series).
+    for (short, short_min), (long, long_min) in zip(folders[:-1], folders[1:], strict=True):
+        if long_min > short_min:
+            print("\n".join(longer_vs_shorter(short, long)))
     return 0
 
 
