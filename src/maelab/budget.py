@@ -32,6 +32,7 @@ CALIBRATION_RUNS = 3
 # `pretrain --minutes`: the calibration times this share of the budget, at most MAX_CALIBRATION_SECONDS (a
 # minute of steps gives the speed to a few percent; longer only delays the run).
 MAX_CALIBRATION_SECONDS = 60.0
+MIN_CALIBRATION_STEPS = 5  # timed steps at least, however fast they are
 
 
 def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
@@ -108,7 +109,9 @@ def fit_to_minutes(cfg: Config, train: Callable[[Config], Any]) -> tuple[Config,
     seconds = min(MAX_CALIBRATION_SECONDS, max(MIN_CALIBRATION_SECONDS, CALIBRATION_SHARE * budget_s))
     quiet = dataclasses.replace(cfg.train, minutes=0.0, quiet=True, tensorboard=False)
     with tempfile.TemporaryDirectory(prefix="maelab-calibration-") as tmp:
-        speed = measure_speed(dataclasses.replace(cfg, train=quiet), Path(tmp) / "run", 5, seconds, train)
+        speed = measure_speed(
+            dataclasses.replace(cfg, train=quiet), Path(tmp) / "run", MIN_CALIBRATION_STEPS, seconds, train
+        )
     steps = planned_steps(budget_s, speed["img_per_s"], cfg.train.images_per_step(), speed["start_overhead_s"])
     fitted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     return fitted, {**speed, "budget_s": budget_s, "planned_steps": steps}

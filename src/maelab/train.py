@@ -8,7 +8,6 @@ steps) -> atomic checkpoints. ``pretrain(cfg, resume=RUN)`` continues exactly wh
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -97,9 +96,9 @@ def pretrain(
         validate(cfg)
     elif cfg is None:
         raise ConfigError("pretrain needs a config or resume=RUN")
-    calibration = _fit_minutes(cfg) if resume is None and cfg.train.minutes > 0 else None
-    if calibration is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=calibration["planned_steps"]))
+    calibration = None
+    if resume is None and cfg.train.minutes > 0:
+        cfg, calibration = _fit_minutes(cfg)
     info, device = init_distributed(resolve_device(cfg.train.device))
     try:
         run = _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps)
@@ -110,21 +109,22 @@ def pretrain(
     return run
 
 
-def _fit_minutes(cfg: Config) -> dict[str, Any]:
-    """The calibration of a ``--minutes`` run (:func:`maelab.budget.fit_to_minutes`), announced on stdout."""
+def _fit_minutes(cfg: Config) -> tuple[Config, dict[str, Any]]:
+    """``cfg`` with the steps of its ``--minutes`` and the calibration (:func:`maelab.budget.fit_to_minutes`),
+    announced on stdout."""
     t = cfg.train
     if t.steps > 0:
         raise ConfigError(f"--minutes {t.minutes:g} fits the step count, but --steps {t.steps} was given too; keep one")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--minutes calibrates in one process; under torchrun give --steps (fit one with --minutes)")
     print(f"--minutes {t.minutes:g}: timing the training loop for {t.batch_size}-image steps ...", flush=True)
-    calibration = budget.fit_to_minutes(cfg, pretrain)[1]
+    fitted, calibration = budget.fit_to_minutes(cfg, pretrain)
     print(
         f"--minutes {t.minutes:g}: {calibration['img_per_s']:.0f} img/s over {calibration['timed_seconds']:.0f} s "
         f"-> {calibration['planned_steps']} steps ({calibration['precision']})",
         flush=True,
     )
-    return calibration
+    return fitted, calibration
 
 
 def _load_shard(cfg: Config, info: DistInfo, device: torch.device) -> torch.Tensor:
