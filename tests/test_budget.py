@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from maelab import budget
-from maelab.budget import calibration_length, loop_speed, planned_steps
+from maelab.budget import Refit, calibration_length, loop_speed, planned_steps, refit_steps
 from maelab.config import ConfigError
-from maelab.rundir import read_metrics, read_summary
+from maelab.rundir import load_config, read_metrics, read_summary
 
 from .conftest import train_tiny_run
 
@@ -64,6 +64,60 @@ def test_minutes_fits_the_steps_from_a_calibration_of_the_same_loop(
     assert summary is not None and summary.steps == plan["planned_steps"]
     assert read_metrics(run)[0]["step"] == 1  # a run of its own, from step 1, not the calibration's continuation
     assert f"-> {plan['planned_steps']} steps" in capsys.readouterr().out
+
+
+def test_refit_ends_the_run_at_the_budget_from_its_own_speed() -> None:
+    # 18 s trained by step 30, 2 steps/s since: the other 82 s of a 100 s budget hold 164 steps more.
+    assert refit_steps(100.0, 18.0, 30, 2.0) == 194
+    assert refit_steps(100.0, 150.0, 30, 2.0) == 31  # over budget already: stop at the next step
+    with pytest.raises(ValueError):
+        refit_steps(100.0, 18.0, 30, 0.0)
+    refit = Refit(100.0, at_step=30, start=0.0)
+    assert refit.watch(1, now=0.5) is None and refit.watch(2, now=4.0) is None  # the clock starts at step 2
+    fit = refit.watch(30, now=18.0)  # 28 steps in 14 s
+    assert fit == {"at_step": 30, "trained_s": 18.0, "timed_seconds": 14.0, "steps_per_s": 2.0, "planned_steps": 194}
+    short = Refit(100.0, at_step=30, start=0.0)
+    short.watch(2, now=4.0)
+    fit = short.watch(30, now=9.0)
+    assert fit is not None and fit["planned_steps"] is None  # 5 s timed (< MIN_REFIT_SECONDS): the plan stands
+
+
+@pytest.mark.parametrize(
+    ("planned", "warmup"),
+    # A calibration that plans 4,000 steps for 3 s (a tiny step takes ~10 ms); one that plans 32 and so caps the
+    # warm-up at a quarter of them, 8 steps.
+    [(4000, 15), (32, 8)],
+    ids=["shorten", "lengthen-capped-warmup"],
+)
+def test_minutes_refits_the_steps_at_the_end_of_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planned: int, warmup: int
+) -> None:
+    monkeypatch.setattr(budget, "MIN_CALIBRATION_SECONDS", 0.3)
+    monkeypatch.setattr(budget, "MIN_REFIT_SECONDS", 0.0)
+    real_measure = budget.measure_speed
+
+    def wrong(*args, **kwargs):  # type: ignore[no-untyped-def]
+        speed = real_measure(*args, **kwargs)
+        return {**speed, "img_per_s": planned * 4 / 3.0, "start_overhead_s": 0.0}  # batch 4, 3 s
+
+    monkeypatch.setattr(budget, "measure_speed", wrong)
+    # 40 images of batch 4: 10 steps an epoch; 1.5 warm-up epochs = 15 steps, so the re-fit comes mid-epoch.
+    run = train_tiny_run(tmp_path, per_class=20, minutes=0.05, epochs=100, warmup_epochs=1.5)
+    plan = json.loads((run / "budget.json").read_text())
+    fit = plan["refit"]
+    assert plan["planned_steps"] == planned and fit["at_step"] == warmup
+    assert fit["planned_steps"] == pytest.approx(refit_steps(3.0, fit["trained_s"], warmup, fit["steps_per_s"]), abs=1)
+    assert (fit["planned_steps"] > planned) == (planned == 32)
+    steps = fit["planned_steps"]
+    summary = read_summary(run)
+    assert summary is not None and summary.steps == summary.total_steps == steps
+    resumed = load_config(run).train  # what --resume would continue: the re-fitted schedule, the same warm-up
+    assert resumed.steps == steps and resumed.warmup_steps(10, steps) == warmup
+    # Step for step the run is the one a plain --steps run of that length and warm-up trains: lr, data, loss.
+    plain = train_tiny_run(tmp_path, out=tmp_path / "plain", steps=steps, fixed_warmup_steps=warmup, warmup_epochs=1.5)
+    got, want = read_metrics(run), read_metrics(plain)
+    assert [(r["step"], r["lr"]) for r in got] == [(r["step"], r["lr"]) for r in want]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-5)
 
 
 def test_minutes_with_steps_or_a_negative_value_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ CALIBRATION_RUNS = 3
 # minute of steps gives the speed to a few percent; longer only delays the run).
 MAX_CALIBRATION_SECONDS = 60.0
 MIN_CALIBRATION_STEPS = 5  # timed steps at least, however fast they are
+# `pretrain --minutes` then re-fits its steps once, at the end of the lr warm-up, from the run's own speed (a
+# minute's calibration overestimated a long run's sustained speed: 15-minute runs ended 8-13% over). The
+# cosine part of the lr schedule starts there, so the steps already trained keep their lr (a weight-decay or
+# DINO momentum cosine over the whole run is re-laid from there). At least MIN_REFIT_SECONDS must be timed,
+# or the calibration's plan stands; a run resumed before the end of its warm-up keeps the plan too.
+MIN_REFIT_SECONDS = 10.0
 
 
 def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
@@ -115,3 +122,39 @@ def fit_to_minutes(cfg: Config, train: Callable[[Config], Any]) -> tuple[Config,
     steps = planned_steps(budget_s, speed["img_per_s"], cfg.train.images_per_step(), speed["start_overhead_s"])
     fitted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     return fitted, {**speed, "budget_s": budget_s, "planned_steps": steps}
+
+
+def refit_steps(budget_s: float, trained_s: float, step: int, steps_per_s: float) -> int:
+    """Total steps that end a run at ``budget_s`` seconds of training: ``step`` steps took ``trained_s``, the rest
+    go at ``steps_per_s``; at least ``step + 1``."""
+    if steps_per_s <= 0:
+        raise ValueError(f"need a positive speed, got {steps_per_s} steps/s")
+    return max(step + 1, step + round(max(budget_s - trained_s, 0.0) * steps_per_s))
+
+
+class Refit:
+    """The one re-fit of a ``--minutes`` run's steps, at step ``at_step`` (the end of the warm-up).
+
+    ``watch(step)`` after every optimizer step: it starts the clock at :data:`WARMUP_STEPS` (the first
+    steps allocate and compile) and at ``at_step`` returns {at_step, trained_s (since ``start``), timed_seconds,
+    steps_per_s, planned_steps: the new total, or None when fewer than :data:`MIN_REFIT_SECONDS` were timed}.
+    """
+
+    def __init__(self, budget_s: float, at_step: int, start: float) -> None:
+        self.budget_s, self.at_step, self.start = budget_s, at_step, start
+        self.timed_from: float | None = None
+
+    def watch(self, step: int, now: float | None = None) -> dict[str, Any] | None:
+        """None before ``at_step``; the re-fit (see the class) at it."""
+        now = time.perf_counter() if now is None else now
+        if step == WARMUP_STEPS:
+            self.timed_from = now
+        if step != self.at_step or self.timed_from is None:
+            return None
+        timed = now - self.timed_from
+        rate = (step - WARMUP_STEPS) / timed if timed > 0 else 0.0
+        fit: dict[str, Any] = {"at_step": step, "trained_s": round(now - self.start, 3),
+                               "timed_seconds": round(timed, 3), "steps_per_s": round(rate, 4)}  # fmt: skip
+        ok = timed >= MIN_REFIT_SECONDS and rate > 0
+        fit["planned_steps"] = refit_steps(self.budget_s, now - self.start, step, rate) if ok else None
+        return fit

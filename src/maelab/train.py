@@ -86,7 +86,8 @@ def pretrain(
     quiet, device, log_every). ``stop_after_steps`` saves a checkpoint and returns after that
     many optimizer steps in total, as an interruption would (used by tests and time budgets).
     A new run with ``train.minutes`` set gets the steps that fill those minutes on this machine
-    (:func:`maelab.budget.fit_to_minutes`; the calibration goes to ``RUN/budget.json``).
+    (:func:`maelab.budget.fit_to_minutes`), re-fitted once from its own speed at the end of the warm-up
+    (:class:`maelab.budget.Refit`); both go to ``RUN/budget.json``.
     Under torchrun every process trains on its shard of the data with DDP; rank 0 writes files.
     """
     if resume is not None:
@@ -101,11 +102,9 @@ def pretrain(
         cfg, calibration = _fit_minutes(cfg)
     info, device = init_distributed(resolve_device(cfg.train.device))
     try:
-        run = _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps)
+        run = _train(cfg, Path(resume) if resume is not None else None, info, device, stop_after_steps, calibration)
     finally:
         shutdown(info)
-    if calibration is not None:
-        ckpt.atomic_write_text(run / "budget.json", json.dumps(calibration, indent=2) + "\n")
     return run
 
 
@@ -116,7 +115,10 @@ def _fit_minutes(cfg: Config) -> tuple[Config, dict[str, Any]]:
     if t.steps > 0:
         raise ConfigError(f"--minutes {t.minutes:g} fits the step count, but --steps {t.steps} was given too; keep one")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("--minutes calibrates in one process; under torchrun give --steps (fit one with --minutes)")
+        raise ConfigError(
+            "--minutes calibrates in one process; under torchrun give --steps and --fixed-warmup-steps (the train.steps "
+            "and train.fixed_warmup_steps in the config.json of a --minutes run)"
+        )
     print(f"--minutes {t.minutes:g}: timing the training loop for {t.batch_size}-image steps ...", flush=True)
     fitted, calibration = budget.fit_to_minutes(cfg, pretrain)
     print(
@@ -137,8 +139,9 @@ def _load_shard(cfg: Config, info: DistInfo, device: torch.device) -> torch.Tens
 
 
 def _train(
-    cfg: Config, resume: Path | None, info: DistInfo, device: torch.device, stop_after_steps: int | None
-) -> Path:
+    cfg: Config, resume: Path | None, info: DistInfo, device: torch.device, stop_after_steps: int | None,
+    calibration: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
     start_time = time.perf_counter()
     t = cfg.train
     method = get_method(t.method)
@@ -186,6 +189,8 @@ def _train(
     write = info.is_main
     if write:
         rundir.save_config(run, cfg)
+        if calibration is not None:
+            ckpt.atomic_write_text(run / "budget.json", json.dumps(calibration, indent=2) + "\n")
     metrics = rundir.MetricsLog(run, enabled=write)  # closed in finally
     tb = TensorBoardLogger(run, cfg, purge_step=step) if t.tensorboard and write else None
     bar = tqdm(
@@ -211,6 +216,27 @@ def _train(
         barrier(info)
         return path if write else None
 
+    # A --minutes run re-fits its steps once, at the end of the warm-up, from its own speed (budget.Refit).
+    refit = None
+    if calibration is not None and step == 0 and warmup_steps > budget.WARMUP_STEPS:
+        refit = budget.Refit(calibration["budget_s"], warmup_steps, time.perf_counter())
+
+    def apply_refit(fit: dict[str, Any]) -> None:
+        nonlocal total_steps, lrs, wds
+        if fit["planned_steps"] is not None and fit["planned_steps"] != total_steps:
+            t.fixed_warmup_steps = warmup_steps  # the warm-up trained stays the warm-up, whatever the new length
+            total_steps = t.steps = fit["planned_steps"]
+            lrs = lr_schedule(peak_lr, t.min_lr, total_steps, warmup_steps).tolist()
+            if wds is not None:
+                wds = lr_schedule(t.weight_decay, t.weight_decay_end, total_steps, 0).tolist()
+            if method.setup is not None:
+                method.setup(model, steps_per_epoch, total_steps, step)
+            bar.total = total_steps
+            rundir.save_config(run, cfg)  # a resume continues the re-fitted schedule
+        ckpt.atomic_write_text(run / "budget.json", json.dumps({**(calibration or {}), "refit": fit}, indent=2) + "\n")
+        why = f"{fit['steps_per_s']:.2f} steps/s" if fit["planned_steps"] else "too short to time, the plan stands"
+        tqdm.write(f"--minutes {t.minutes:g}: re-fit at the end of the warm-up ({why}) -> {total_steps} steps")
+
     model.train()
     status = "failed"  # until the loop ends: an error, or a second Ctrl-C, must not leave a "finished" summary
     window_loss = torch.zeros((), device=device)
@@ -227,6 +253,8 @@ def _train(
                 # The last epoch of a --steps run stops part-way, at total_steps.
                 last = min(steps_per_epoch, first + total_steps - step)
                 for micro_batches in _batches(perm, first, last, t.batch_size, t.accum_steps):
+                    if step >= total_steps:  # a re-fit shortened the run
+                        break
                     for group in optimizer.param_groups:
                         group["lr"] = lrs[step]
                     if wds is not None:
@@ -252,6 +280,9 @@ def _train(
                     step += 1
                     window_steps += 1
                     bar.update(1)
+                    if refit is not None and (fit := refit.watch(step)) is not None:
+                        refit = None
+                        apply_refit(fit)
                     end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
                     log_now = step % t.log_every == 0 or end_of_epoch or step == stop_after_steps
                     # In DDP every process must agree on stopping; they compare flags at log steps.

@@ -74,7 +74,8 @@ class TrainConfig:
     )
     minutes: float = opt(
         0.0, "train for about this many minutes on this machine: --steps fitted by a short calibration run of the "
-        "training loop first (5%% of the budget, 5-60 s, not counted, not kept); 0 = off, by --epochs or --steps",
+        "training loop first (5%% of the budget, 5-60 s, not counted, not kept), re-fitted once from the run's own "
+        "speed at the end of the warm-up; 0 = off, by --epochs or --steps",
     )  # fmt: skip
     batch_size: int = opt(256, "images per step on each device (before gradient accumulation)")
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
@@ -82,6 +83,11 @@ class TrainConfig:
     lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine schedule")
     warmup_epochs: float = opt(5.0, "linear warm-up length in epochs (capped at a quarter of the run's steps)")
+    fixed_warmup_steps: int = opt(
+        0,
+        "linear warm-up length in optimizer steps, not capped (0 = from --warmup-epochs); a --minutes run sets "
+        "it when it re-fits its steps, so that the warm-up it trained stays the warm-up",
+    )
     weight_decay: float = opt(0.05, "AdamW weight decay (not on biases, norms, tokens, pos. embeddings)")
     weight_decay_end: float = opt(
         -1.0, "weight decay at the end of a cosine schedule from --weight-decay (< 0 = constant)"
@@ -111,7 +117,10 @@ class TrainConfig:
         return self.lr if self.lr > 0 else self.blr * self.images_per_step(world_size) / 256
 
     def warmup_steps(self, steps_per_epoch: int, total_steps: int) -> int:
-        """Warm-up steps: ``warmup_epochs``, capped at a quarter of the run so that short runs reach the peak lr."""
+        """Warm-up steps: ``fixed_warmup_steps`` when set, else ``warmup_epochs`` capped at a quarter of the run
+        so that short runs reach the peak lr."""
+        if self.fixed_warmup_steps > 0:
+            return min(self.fixed_warmup_steps, total_steps)
         return round(min(self.warmup_epochs * steps_per_epoch, total_steps / 4))
 
 
