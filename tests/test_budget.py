@@ -125,4 +125,6 @@ def test_minutes_with_steps_or_a_negative_value_is_refused(tmp_path: Path) -> No
         train_tiny_run(tmp_path, minutes=1.0, steps=7)
     with pytest.raises(ConfigError, match="--minutes must be >= 0, got -1"):
         train_tiny_run(tmp_path, minutes=-1.0)
+    with pytest.raises(ConfigError, match="--fixed-warmup-steps must be >= 0, got -3"):
+        train_tiny_run(tmp_path, fixed_warmup_steps=-3)
     assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -187,10 +187,15 @@ def _train(
     forward_model = torch.compile(train_model) if t.compile else train_model
 
     write = info.is_main
+
+    def write_budget(refit: dict[str, Any] | None = None) -> None:  # RUN/budget.json: the calibration, the re-fit
+        budget_record = {**(calibration or {}), **({"refit": refit} if refit else {})}
+        ckpt.atomic_write_text(run / "budget.json", json.dumps(budget_record, indent=2) + "\n")
+
     if write:
         rundir.save_config(run, cfg)
         if calibration is not None:
-            ckpt.atomic_write_text(run / "budget.json", json.dumps(calibration, indent=2) + "\n")
+            write_budget()
     metrics = rundir.MetricsLog(run, enabled=write)  # closed in finally
     tb = TensorBoardLogger(run, cfg, purge_step=step) if t.tensorboard and write else None
     bar = tqdm(
@@ -233,7 +238,7 @@ def _train(
                 method.setup(model, steps_per_epoch, total_steps, step)
             bar.total = total_steps
             rundir.save_config(run, cfg)  # a resume continues the re-fitted schedule
-        ckpt.atomic_write_text(run / "budget.json", json.dumps({**(calibration or {}), "refit": fit}, indent=2) + "\n")
+        write_budget(fit)
         why = f"{fit['steps_per_s']:.2f} steps/s" if fit["planned_steps"] else "too short to time, the plan stands"
         tqdm.write(f"--minutes {t.minutes:g}: re-fit at the end of the warm-up ({why}) -> {total_steps} steps")
 

@@ -257,6 +257,7 @@ def validate(cfg: Config) -> None:
         (t.batch_size > 0, f"--batch-size must be > 0, got {t.batch_size}"),
         (t.accum_steps > 0, f"--accum-steps must be > 0, got {t.accum_steps}"),
         (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
+        (t.fixed_warmup_steps >= 0, f"--fixed-warmup-steps must be >= 0, got {t.fixed_warmup_steps}"),
         (t.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {t.precision!r}"),
         (t.tensorboard_every > 0, f"--tensorboard-every must be > 0, got {t.tensorboard_every}"),
         (t.log_every > 0 and t.save_every > 0 and t.keep_checkpoints > 0,
