@@ -7,7 +7,11 @@ same pooling (paired, same 10,000 test images), and the distance to the goal of 
     python benchmarks/goals.py results/cpu15_bs64:15 results/cpu60_bs64:60 results/cpu15_bf16:15 results/cpu60_bf16:60
 
 Then each folder against the one before it when its budget is longer (a machine's 15- and 60-minute runs),
-same protocol and pooling, paired on the same images: what the longer run bought.
+same protocol and pooling, paired on the same images: what the longer run bought. ``--pair A B`` (repeatable)
+adds A against B, where each is a folder holding ``knn.json`` and ``linear.json`` of the same images (a results
+folder's ``eval/`` or a recipe search's ``evals/<candidate>/``):
+
+    python benchmarks/goals.py --pair results/cpu15_fp32_light_decoder/s0/eval results/cpu15_fp32_avx512/eval
 """
 
 from __future__ import annotations
@@ -50,44 +54,55 @@ def rows_for(folder: Path, minutes: int) -> list[str]:
     return out
 
 
-def correct(folder: Path, protocol: str, pooling: str) -> tuple[float, object]:
-    """(top-1, per-image correctness (N,) bool) of the evaluated encoder of ``folder`` (k-NN: k=20)."""
-    report = json.loads((folder / "eval" / f"{protocol}.json").read_text())
+def correct(eval_dir: Path, protocol: str, pooling: str) -> tuple[float, object]:
+    """(top-1, per-image correctness (N,) bool) of the evaluated encoder of ``eval_dir/{protocol}.json`` (k-NN:
+    k=20)."""
+    report = json.loads((eval_dir / f"{protocol}.json").read_text())
     row = next(r for r in report["results"] if r["role"] == "evaluated" and r["pooling"] == pooling)
     flags = row["test_correct"]["20"] if protocol == "knn" else row["test_correct"]
     return row["vs_random_init"]["accuracy_a"], unpack_correct(flags)
 
 
-def longer_vs_shorter(short: Path, long: Path) -> list[str]:
-    """Lines: the longer run minus the shorter one for each protocol and pooling, paired."""
+def paired_lines(a_dir: Path, b_dir: Path, a_name: str, b_name: str) -> list[str]:
+    """Lines: A minus B for each protocol and pooling, paired on the same images (eval folders of both)."""
     out = []
     for protocol in ("knn", "linear"):
         for pooling in ("cls", "mean"):
-            (_, a), (_, b) = correct(long, protocol, pooling), correct(short, protocol, pooling)
+            (_, a), (_, b) = correct(a_dir, protocol, pooling), correct(b_dir, protocol, pooling)
+            if len(a) != len(b):
+                raise SystemExit(f"{a_dir} and {b_dir}: {len(a)} vs {len(b)} images; not the same set")
             c = compare_paired(a, b)
             out.append(
-                f"- {long.name} - {short.name}, {protocol} ({pooling}): {c.accuracy_a:.2f} vs {c.accuracy_b:.2f}, "
+                f"- {a_name} - {b_name}, {protocol} ({pooling}): {c.accuracy_a:.2f} vs {c.accuracy_b:.2f}, "
                 f"{c.difference:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}], McNemar p {c.p_value:.0e}"
             )
     return out
 
 
 def main(argv: list[str]) -> int:
-    """Print the goals table for ``FOLDER:MINUTES`` arguments."""
-    print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
-          "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "
-          "reached |")  # fmt: skip
-    print("|---|---|---|---:|---:|---|---|---:|---:|---|---|---|---|")
-    folders: list[tuple[Path, int]] = []
-    for arg in argv:
-        folder, minutes = arg.rsplit(":", 1)
-        folders.append((Path(folder), int(minutes)))
-        print("\n".join(rows_for(Path(folder), int(minutes))))
-    print()
+    """Print the goals table for ``FOLDER:MINUTES`` arguments, then the ``--pair A B`` comparisons."""
+    pairs: list[tuple[Path, Path]] = []
+    while "--pair" in argv:
+        i = argv.index("--pair")
+        if len(argv) < i + 3:
+            raise SystemExit("--pair needs two folders: A B")
+        pairs.append((Path(argv[i + 1]), Path(argv[i + 2])))
+        argv = argv[:i] + argv[i + 3 :]
+    folders = [(Path(arg.rsplit(":", 1)[0]), int(arg.rsplit(":", 1)[1])) for arg in argv]
+    if folders:
+        print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
+              "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "
+              "reached |")  # fmt: skip
+        print("|---|---|---|---:|---:|---|---|---:|---:|---|---|---|---|")
+        for folder, minutes in folders:
+            print("\n".join(rows_for(folder, minutes)))
+        print()
     # Each folder against the one given before it when it had the longer budget (the same machine's series).
     for (short, short_min), (long, long_min) in zip(folders[:-1], folders[1:], strict=True):
         if long_min > short_min:
-            print("\n".join(longer_vs_shorter(short, long)))
+            print("\n".join(paired_lines(long / "eval", short / "eval", long.name, short.name)))
+    for a, b in pairs:
+        print("\n".join(paired_lines(a, b, str(a), str(b))))
     return 0
 
 

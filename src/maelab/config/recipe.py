@@ -160,9 +160,9 @@ RECIPE_CANDIDATES: tuple[RecipeCandidate, ...] = (
         "bs64-compile with a wider decoder: 256 wide (2 blocks, 8 heads)",
         model={"decoder_embed_dim": 256, "decoder_heads": 8},
     ),
-    # Pass 5, fp32 at the 15-minute budget itself (CPUs without native bf16, where fp32 GEMMs of 64-image steps run
-    # at ~35-55% of the GEMM peak and 128-image steps ~1.1-1.4x faster per image): a higher lr, and batch 128 at the
-    # lr scaled with it (named only: `--candidates bs64 bs64-lr2e-3 bs128-lr2e-3 bs64-light-decoder`).
+    # Pass 5, fp32 at the 15-minute budget itself (CPUs without native bf16, where a 64-image step's small GEMMs run
+    # well below the fp32 GEMM peak): a higher lr, and batch 128 (larger GEMMs) at the lr scaled with it (named only:
+    # `--candidates bs64 bs64-lr2e-3 bs128-lr2e-3 bs64-light-decoder`; results/recipe_cpu/pass5).
     _named("bs64-lr2e-3", _BS64, "bs64 with lr 2e-3", train={"lr": 2.0e-3}),
     _named(
         "bs128-lr2e-3",
