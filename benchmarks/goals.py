@@ -11,7 +11,7 @@ same protocol and pooling, paired on the same images: what the longer run bought
 adds A against B, where each is a folder holding ``knn.json`` and ``linear.json`` of the same images (a results
 folder's ``eval/`` or a recipe search's ``evals/<candidate>/``):
 
-    python benchmarks/goals.py --pair results/cpu15_fp32_light_decoder/s0/eval results/cpu15_fp32_avx512/eval
+    python benchmarks/goals.py --pair results/cpu15_fp32_light_decoder/eval results/cpu15_fp32_avx512/eval
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
             raise SystemExit("--pair needs two folders: A B")
         pairs.append((Path(argv[i + 1]), Path(argv[i + 2])))
         argv = argv[:i] + argv[i + 3 :]
-    folders = [(Path(arg.rsplit(":", 1)[0]), int(arg.rsplit(":", 1)[1])) for arg in argv]
+    folders = [(Path(folder), int(minutes)) for folder, minutes in (arg.rsplit(":", 1) for arg in argv)]
     if folders:
         print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
               "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "
