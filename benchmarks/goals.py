@@ -16,6 +16,7 @@ folder's ``eval/`` or a recipe search's ``evals/<candidate>/``):
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -79,16 +80,26 @@ def paired_lines(a_dir: Path, b_dir: Path, a_name: str, b_name: str) -> list[str
     return out
 
 
+def folder_minutes(arg: str) -> tuple[Path, int]:
+    """``FOLDER:MINUTES`` -> (folder, minutes), MINUTES one of the goals' budgets."""
+    folder, sep, minutes = arg.rpartition(":")
+    if not sep or not minutes.isdigit() or int(minutes) not in GOALS:
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected FOLDER:MINUTES with MINUTES one of {sorted(GOALS)}")
+    return Path(folder), int(minutes)
+
+
 def main(argv: list[str]) -> int:
     """Print the goals table for ``FOLDER:MINUTES`` arguments, then the ``--pair A B`` comparisons."""
-    pairs: list[tuple[Path, Path]] = []
-    while "--pair" in argv:
-        i = argv.index("--pair")
-        if len(argv) < i + 3:
-            raise SystemExit("--pair needs two folders: A B")
-        pairs.append((Path(argv[i + 1]), Path(argv[i + 2])))
-        argv = argv[:i] + argv[i + 3 :]
-    folders = [(Path(folder), int(minutes)) for folder, minutes in (arg.rsplit(":", 1) for arg in argv)]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="*", type=folder_minutes, metavar="FOLDER:MINUTES",
+                   help=f"a results folder and its budget in minutes ({' or '.join(map(str, GOALS))})")  # fmt: skip
+    p.add_argument("--pair", nargs="+", action="append", default=[], metavar="FOLDER",
+                   help="two eval folders (knn.json, linear.json of the same images): A against B; repeatable")  # fmt: skip
+    args = p.parse_args(argv)
+    if any(len(pair) != 2 for pair in args.pair):
+        raise SystemExit("--pair needs two folders: A B")
+    folders: list[tuple[Path, int]] = args.folders
+    pairs = [(Path(a), Path(b)) for a, b in args.pair]
     if folders:
         print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
               "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "

@@ -78,10 +78,11 @@ class Contender:
 
 
 def adamw(model: nn.Module, device: torch.device, lr: float = 1.5e-4) -> torch.optim.AdamW:
-    """AdamW exactly as ``maelab.train.pretrain`` builds it (fused kernel on CUDA, for-loop on CPU)."""
+    """AdamW exactly as ``maelab.train.pretrain`` builds it (:func:`maelab.optim.adamw`: fused where it can be)."""
+    from maelab.optim import adamw as build_adamw
     from maelab.optim import param_groups
 
-    return torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    return build_adamw(param_groups(model, 0.05), device, lr=lr, betas=(0.9, 0.95))
 
 
 def maelab_contender(

@@ -27,7 +27,7 @@ from maelab.config import Config, ConfigError, validate
 from maelab.data import DataError, load_data
 from maelab.distributed import DistInfo, all_reduce_mean, any_process, barrier, init_distributed, shutdown
 from maelab.methods import get_method
-from maelab.optim import lr_schedule, param_groups
+from maelab.optim import adamw, lr_schedule, param_groups
 from maelab.runtime import autocast, choose_precision, peak_memory_mb, resolve_device
 from maelab.tblog import TensorBoardLogger
 
@@ -169,9 +169,7 @@ def _train(
     model = method.build(cfg).to(device)
     if hasattr(model, "set_fused_attention"):
         model.set_fused_attention(device.type == "cuda")
-    optimizer = torch.optim.AdamW(
-        param_groups(model, t.weight_decay), lr=peak_lr, betas=tuple(t.betas), fused=device.type == "cuda"
-    )
+    optimizer = adamw(param_groups(model, t.weight_decay), device, lr=peak_lr, betas=t.betas)
     perm_gen = torch.Generator().manual_seed(t.seed)
     step, elapsed_before = 0, 0.0
     if resume is not None:

@@ -39,7 +39,7 @@ from maelab.export import TIMM_MODEL_NAME, timm_kwargs
 from maelab.methods import build_mae
 from maelab.models.mae import MAE
 from maelab.models.vit import set_fused_attention
-from maelab.optim import lr_schedule
+from maelab.optim import adamw, lr_schedule
 from maelab.runtime import autocast, choose_precision, resolve_device
 
 
@@ -150,7 +150,7 @@ def finetune(
     model = build_classifier(mae, cfg, ft, num_classes).to(device)
     set_fused_attention(model, device.type == "cuda")  # explicit attention is faster on CPUs
     groups = layer_decay_param_groups(model, ft.weight_decay, ft.layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=0.0, betas=(0.9, 0.999))
+    optimizer = adamw(groups, device, lr=0.0, betas=(0.9, 0.999))
     criterion = nn.CrossEntropyLoss(label_smoothing=ft.label_smoothing)
 
     train, test = train.to(device), test.to(device)  # uint8 on the device; batches are index slices
