@@ -96,7 +96,11 @@ class TrainConfig:
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     precision: str = opt("auto", "auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")
-    compile: bool = opt(False, "torch.compile the model")
+    compile: bool = opt(
+        False,
+        "torch.compile the model (its masks come from inductor's own random generator: the same --seed gives "
+        "other masks than an eager run)",
+    )
     seed: int = opt(0, "random seed (data order, augmentation, masks, init)")
     out: str = opt("", "run directory (default: runs/<method>-<model>-<time>)")
     log_every: int = opt(10, "optimizer steps between metric records (and host syncs)")
