@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
-from maelab.bench import median
+from maelab.bench import median, time_steps
 from maelab.models.mae import MAE
 from maelab.optim import param_groups
 from maelab.runtime import hardware_line, resolve_device
@@ -49,14 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {kind: [] for kind in optimizers}
     for _ in range(args.rounds):
         for kind, opt in optimizers.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[kind].append((time.perf_counter() - start) / args.steps * 1e3)
+            seconds = time_steps(lambda _batch, opt=opt: opt.step(), torch.empty(0), args.steps, device)
+            times[kind].append(seconds / args.steps * 1e3)
     base = median(times["for-loop"])
     print(f"\nAdamW step, {args.model} model ({count:,} parameters), median of {args.rounds} interleaved rounds")
     print(f"  {'implementation':14s} {'ms/step':>8s} {'x for-loop':>11s}   min - max")

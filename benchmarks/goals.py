@@ -92,6 +92,13 @@ def paired_lines(a_dir: Path, b_dir: Path, a_name: str, b_name: str) -> list[str
     return out
 
 
+def existing(folder: str) -> Path:
+    """``folder`` as a Path; a clear argument error when it is not a folder."""
+    if not Path(folder).is_dir():
+        raise argparse.ArgumentTypeError(f"{folder}: no such results folder")
+    return Path(folder)
+
+
 def spread_cell(values: list[float]) -> str:
     """``mean +- SD [95% t-interval]`` over seeds (the mean alone for one seed)."""
     s = seed_spread(values)
@@ -140,7 +147,7 @@ def seed_group(arg: str) -> tuple[str, int, list[Path]]:
         raise argparse.ArgumentTypeError(
             f"{arg!r}: expected LABEL:MINUTES:FOLDER,FOLDER,... with MINUTES one of {sorted(GOALS)}"
         )
-    return label, int(minutes), [Path(f) for f in folders.split(",")]
+    return label, int(minutes), [existing(f) for f in folders.split(",")]
 
 
 def folder_minutes(arg: str) -> tuple[Path, int]:
@@ -148,7 +155,7 @@ def folder_minutes(arg: str) -> tuple[Path, int]:
     folder, sep, minutes = arg.rpartition(":")
     if not sep or not minutes.isdigit() or int(minutes) not in GOALS:
         raise argparse.ArgumentTypeError(f"{arg!r}: expected FOLDER:MINUTES with MINUTES one of {sorted(GOALS)}")
-    return Path(folder), int(minutes)
+    return existing(folder), int(minutes)
 
 
 def main(argv: list[str]) -> int:
@@ -167,6 +174,9 @@ def main(argv: list[str]) -> int:
         raise SystemExit("--pair needs two folders: A B")
     folders: list[tuple[Path, int]] = args.folders
     pairs = [(Path(a), Path(b)) for a, b in args.pair]
+    for folder in {f for pair in pairs for f in pair}:
+        if not all((folder / f"{protocol}.json").is_file() for protocol in ("knn", "linear")):
+            raise SystemExit(f"--pair {folder}: needs knn.json and linear.json (an eval folder)")
     if folders:
         print("| goal for | run | precision | steps | training s (of budget) | protocol | better pooling | MAE | "
               "random init (same pooling) | difference [paired 95% CI], McNemar p | goal | distance (score / margin) | "

@@ -83,6 +83,8 @@ def test_seeds_refuse_bad_input(tmp_path: Path) -> None:
     a = _eval_dir(tmp_path / "a" / "eval", [True, False]).parent
     with pytest.raises(SystemExit):  # argparse: MINUTES must be a goal's budget
         goals.main(["--seeds", f"A:20:{a}"])
+    with pytest.raises(SystemExit, match="needs knn.json and linear.json"):
+        goals.main(["--pair", str(tmp_path / "missing"), str(a / "eval")])
     with pytest.raises(SystemExit, match="each must be a --seeds label"):
         goals.main(["--seeds", f"A:15:{a}", "--seed-pair", "A", "C"])
     with pytest.raises(SystemExit, match="1 vs 2 seeds"):

@@ -43,7 +43,7 @@ def test_no_weight_decay_on_biases_norms_tokens() -> None:
 
 
 def test_adamw_is_fused_on_cpu_and_steps_like_the_for_loop_one() -> None:
-    # maelab.optim.adamw takes PyTorch's fused kernel on CPUs too (3.8x the for-loop step, benchmarks/adamw.py);
+    # maelab.optim.adamw takes PyTorch's fused kernel on CPUs too (~4x the for-loop step, benchmarks/adamw.py);
     # it must update the parameters as the for-loop AdamW does, weight-decay groups included.
     torch.manual_seed(0)
     models = [MAE.from_preset("ref", **TINY_MODEL) for _ in range(2)]
