@@ -135,6 +135,19 @@ def test_compare_help_states_the_default_budget() -> None:
     assert "~2 h 10 min in all (measured: results/mae_vs_dino_cpu)" in text
 
 
+def test_teacher_momentum_rule_matches_hand_computed_values() -> None:
+    # The rule's numbers in results/mae_vs_dino_cpu: a full 781-step run (1 epoch at batch 64) gets
+    # m0 = 1 - 2 ln(20) / 781 = 1 - 5.991465 / 781 = 0.992328 (by hand); the equal-time DINO row, cut at step 76 of
+    # that schedule, needs sum_{t<76} (1 - m_t) = (1 - m0) * S = ln 20 with S = sum_{t<76} (1 + cos(pi t / 781)) / 2
+    # ~= 75.4 (every term within 0.023 of 1), so m0 ~= 1 - 2.995732 / 75.4 = 0.9603, and the teacher keeps ~4.7%.
+    assert teacher_momentum(781) == pytest.approx(0.992328, abs=1e-6)
+    assert teacher_left(teacher_momentum(781), 781) == pytest.approx(0.05, abs=0.005)
+    cut = teacher_momentum(781, 76)
+    assert cut == pytest.approx(0.9603, abs=1e-4)
+    assert teacher_left(cut, 781, 76) == pytest.approx(0.047, abs=0.001)
+    assert teacher_momentum(781, 781) == teacher_momentum(781)  # a run not cut is the full rule
+
+
 def test_teacher_momentum_is_fitted_to_each_run_length_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
     # A full run of T steps: suggest_momentum(T), the teacher keeps <= 5% of its init; a short run gets a lower m0.
     for steps in (4, 31, 120, 1000):
