@@ -298,6 +298,7 @@ def test_tiny_search_scores_val_images_and_resumes(
     assert set(metrics["off_budget"]) == {r["candidate"] for r in metrics["rows"] if r["budget_flag"]}
     text = summary.read_text()
     assert "Winner" in text and "wall-clock on THIS machine" in text and "test set is never read" in text
+    assert "`a` none (a warm-up of 0 steps: the plan stood)" in text  # no warm-up to time: no re-fit
     stages = json.loads((out / "recipe.json").read_text())["stages"]
     assert {f"{s}:{n}" for s in ("calibrate", "pretrain", "eval") for n in "ab"} <= set(stages)
 

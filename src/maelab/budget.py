@@ -5,13 +5,17 @@ count: a short calibration run of the same config through the same training loop
 img/s (data indexing, augmentation, optimizer, logging and checkpoints included), and the steps are the
 budget's seconds at that speed. ``maelab pretrain --minutes`` and ``maelab recipe`` (every candidate the
 same budget) both count time as :func:`maelab.rundir.training_seconds` does: training steps only, not
-process start, data loading or evaluation.
+process start, data loading or evaluation. Both then re-fit the steps once, at the end of the lr warm-up, from
+the run's own speed (:class:`Refit`; a recipe candidate's run is given its steps and the budget:
+``maelab.train.pretrain(cfg, budget_s=...)``); the record goes to ``RUN/budget.json`` (:func:`read_budget`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -35,11 +39,14 @@ CALIBRATION_RUNS = 3
 MAX_CALIBRATION_SECONDS = 60.0
 MIN_CALIBRATION_STEPS = 5  # timed steps at least, however fast they are
 # `pretrain --minutes` then re-fits its steps once, at the end of the lr warm-up, from the run's own speed (a
-# minute's calibration overestimated a long run's sustained speed: 15-minute runs ended 8-13% over). The
-# cosine part of the lr schedule starts there, so the steps already trained keep their lr (a weight-decay or
-# DINO momentum cosine over the whole run is re-laid from there). At least MIN_REFIT_SECONDS must be timed,
-# or the calibration's plan stands; a run resumed before the end of its warm-up keeps the plan too.
+# minute's calibration overestimated a long run's sustained speed: 15-minute runs ended 8-13% over), and so does
+# each candidate's run of `maelab recipe` (its calibration is a short run too: pass 6's candidates used 102% and
+# 118% of the budget without the re-fit). The cosine part of the lr schedule starts there, so the steps already
+# trained keep their lr (a weight-decay or DINO momentum cosine over the whole run is re-laid from there). At
+# least MIN_REFIT_SECONDS must be timed, or the calibration's plan stands; a run whose warm-up is at most
+# WARMUP_STEPS steps has nothing to time and keeps the plan, and so does a run resumed before its warm-up's end.
 MIN_REFIT_SECONDS = 10.0
+BUDGET_FILE = "budget.json"  # RUN/budget.json: the calibration (or the given budget) and the re-fit
 
 
 def planned_steps(budget_s: float, img_per_s: float, per_step: int, overhead_s: float = 0.0) -> int:
@@ -124,6 +131,31 @@ def fit_to_minutes(cfg: Config, train: Callable[[Config], Any]) -> tuple[Config,
     return fitted, {**speed, "budget_s": budget_s, "planned_steps": steps}
 
 
+def given_budget(cfg: Config, budget_s: float, resumed: bool = False) -> dict[str, Any]:
+    """The record of a new run given its steps (``cfg.train.steps``, planned elsewhere, e.g. by a recipe
+    candidate's calibration) and a budget of ``budget_s`` seconds of training: {budget_s, planned_steps}, what
+    :func:`fit_to_minutes` gives a ``--minutes`` run, for the same one :class:`Refit`. Refused (ConfigError):
+    a budget <= 0, no ``--steps``, ``--minutes`` too, a resume (``resumed``) or several processes."""
+    checks = (
+        (not resumed, "budget_s is for a new run: a resume continues the schedule its config.json holds"),
+        (math.isfinite(budget_s) and budget_s > 0, f"budget_s must be > 0 seconds, got {budget_s}"),
+        (cfg.train.steps > 0, "budget_s re-fits the steps a run is given: set train.steps (--steps)"),
+        (cfg.train.minutes == 0, f"--minutes {cfg.train.minutes:g} fits the steps itself; budget_s is for given steps"),
+        (int(os.environ.get("WORLD_SIZE", "1")) == 1, "budget_s re-fits in one process; under torchrun give --steps"),
+    )  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return {"budget_s": float(budget_s), "planned_steps": cfg.train.steps}
+
+
+def read_budget(run: str | Path) -> dict[str, Any] | None:
+    """``RUN/budget.json`` of a run trained to a time budget: its calibration (or given budget) with budget_s
+    and planned_steps, and ``refit`` (:meth:`Refit.watch`'s dict) once re-fitted; None for other runs."""
+    path = Path(run) / BUDGET_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def refit_steps(budget_s: float, trained_s: float, step: int, steps_per_s: float) -> int:
     """Total steps that end a run at ``budget_s`` seconds of training: ``step`` steps took ``trained_s``, the rest
     go at ``steps_per_s``; at least ``step + 1``."""
@@ -133,7 +165,8 @@ def refit_steps(budget_s: float, trained_s: float, step: int, steps_per_s: float
 
 
 class Refit:
-    """The one re-fit of a ``--minutes`` run's steps, at step ``at_step`` (the end of the warm-up).
+    """The one re-fit of a ``--minutes`` run's steps (or of a run given ``budget_s``: :func:`given_budget`), at
+    step ``at_step`` (the end of the warm-up), to end the run at ``budget_s`` seconds of training.
 
     ``watch(step)`` after every optimizer step: it starts the clock at :data:`WARMUP_STEPS` (the first
     steps allocate and compile) and at ``at_step`` returns {at_step, trained_s (since ``start``), timed_seconds,

@@ -64,8 +64,9 @@ def choose_precision(requested: str, device: torch.device) -> PrecisionChoice:
     """Resolve ``--precision`` (auto | fp32 | bf16) on ``device``.
 
     ``auto`` is bf16 autocast on CUDA GPUs with bf16 and on CPUs with native bf16 matrix units
-    (AVX-512 BF16 / AMX), fp32 elsewhere: without those units PyTorch emulates bf16 and a step is
-    ~16-100x slower than fp32. An explicit ``bf16`` is honoured everywhere, with a warning where emulated.
+    (AVX-512 BF16 / AMX), fp32 elsewhere: without those units PyTorch emulates bf16 and a training step is
+    slower than in fp32 (2.9x on an AVX-512 Xeon, results/cpu60_fp32_avx512; a matmul 16-126x on an AVX2-only EPYC,
+    benchmarks/README.md). An explicit ``bf16`` is honoured everywhere, with a warning where emulated.
     """
     if requested not in PRECISIONS:
         raise ConfigError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
@@ -75,7 +76,8 @@ def choose_precision(requested: str, device: torch.device) -> PrecisionChoice:
     if requested == "bf16":
         if not native:
             warnings.warn(
-                f"--precision bf16: {why}, so bf16 is emulated (on CPUs ~16-100x slower than fp32)",
+                f"--precision bf16: {why}, so bf16 is emulated (a training step measured "
+                f"2.9x slower than fp32 on an AVX-512 CPU, more on AVX2-only ones)",
                 RuntimeWarning, stacklevel=2,
             )  # fmt: skip
             return PrecisionChoice(torch.bfloat16, "bf16", f"forced by --precision bf16 (emulated: {why})")

@@ -79,6 +79,7 @@ def pretrain(
     resume: str | Path | None = None,
     stop_after_steps: int | None = None,
     overrides: dict[str, Any] | None = None,
+    budget_s: float | None = None,
 ) -> Path:
     """Pretrain ``cfg.train.method`` and return the run directory.
 
@@ -87,7 +88,10 @@ def pretrain(
     many optimizer steps in total, as an interruption would (used by tests and time budgets).
     A new run with ``train.minutes`` set gets the steps that fill those minutes on this machine
     (:func:`maelab.budget.fit_to_minutes`), re-fitted once from its own speed at the end of the warm-up
-    (:class:`maelab.budget.Refit`); both go to ``RUN/budget.json``.
+    (:class:`maelab.budget.Refit`); both go to ``RUN/budget.json``. ``budget_s`` (float, seconds of training as
+    :func:`maelab.rundir.training_seconds` counts them): a new run given its steps (``train.steps``, e.g. a recipe
+    candidate's planned ones) re-fits them that same once to end at ``budget_s`` (none with a warm-up of at most
+    :data:`maelab.budget.WARMUP_STEPS` steps); ``RUN/budget.json``: {budget_s, planned_steps, refit}.
     Under torchrun every process trains on its shard of the data with DDP; rank 0 writes files.
     """
     if resume is not None:
@@ -98,7 +102,9 @@ def pretrain(
     elif cfg is None:
         raise ConfigError("pretrain needs a config or resume=RUN")
     calibration = None
-    if resume is None and cfg.train.minutes > 0:
+    if budget_s is not None:  # the steps are given: only the re-fit of a --minutes run
+        calibration = budget.given_budget(cfg, budget_s, resumed=resume is not None)
+    elif resume is None and cfg.train.minutes > 0:
         cfg, calibration = _fit_minutes(cfg)
     info, device = init_distributed(resolve_device(cfg.train.device))
     try:
@@ -188,7 +194,7 @@ def _train(
 
     def write_budget(refit: dict[str, Any] | None = None) -> None:  # RUN/budget.json: the calibration, the re-fit
         budget_record = {**(calibration or {}), **({"refit": refit} if refit else {})}
-        ckpt.atomic_write_text(run / "budget.json", json.dumps(budget_record, indent=2) + "\n")
+        ckpt.atomic_write_text(run / budget.BUDGET_FILE, json.dumps(budget_record, indent=2) + "\n")
 
     if write:
         rundir.save_config(run, cfg)
@@ -219,12 +225,12 @@ def _train(
         barrier(info)
         return path if write else None
 
-    # A --minutes run re-fits its steps once, at the end of the warm-up, from its own speed (budget.Refit).
+    # A --minutes run (or one given budget_s) re-fits its steps once, at the end of the warm-up (budget.Refit).
     refit = None
     if calibration is not None and step == 0 and warmup_steps > budget.WARMUP_STEPS:
         refit = budget.Refit(calibration["budget_s"], warmup_steps, time.perf_counter())
 
-    def apply_refit(fit: dict[str, Any]) -> None:
+    def apply_refit(fit: dict[str, Any], budget_s: float) -> None:
         nonlocal total_steps, lrs, wds
         if fit["planned_steps"] is not None and fit["planned_steps"] != total_steps:
             t.fixed_warmup_steps = warmup_steps  # the warm-up trained stays the warm-up, whatever the new length
@@ -238,7 +244,8 @@ def _train(
             rundir.save_config(run, cfg)  # a resume continues the re-fitted schedule
         write_budget(fit)
         why = f"{fit['steps_per_s']:.2f} steps/s" if fit["planned_steps"] else "too short to time, the plan stands"
-        tqdm.write(f"--minutes {t.minutes:g}: re-fit at the end of the warm-up ({why}) -> {total_steps} steps")
+        who = f"--minutes {t.minutes:g}" if t.minutes > 0 else f"budget {budget_s:g} s"
+        tqdm.write(f"{who}: re-fit at the end of the warm-up ({why}) -> {total_steps} steps")
 
     model.train()
     status = "failed"  # until the loop ends: an error, or a second Ctrl-C, must not leave a "finished" summary
@@ -284,8 +291,8 @@ def _train(
                     window_steps += 1
                     bar.update(1)
                     if refit is not None and (fit := refit.watch(step)) is not None:
+                        apply_refit(fit, refit.budget_s)
                         refit = None
-                        apply_refit(fit)
                     end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
                     log_now = step % t.log_every == 0 or end_of_epoch or step == stop_after_steps
                     # In DDP every process must agree on stopping; they compare flags at log steps.

@@ -252,6 +252,10 @@ class RecipeOptions:
     calibration_steps: int = opt(5, "timed steps of the short training-loop run that measures a candidate's img/s "
                                  "before its step count is fixed (after its warm-up; it also times at least 5 s and "
                                  "a twentieth of the budget)")  # fmt: skip
+    refit: bool = opt(True, "re-fit a candidate's step count once, at the end of its lr warm-up, from its run's own "
+                      "speed (as pretrain --minutes), so that it ends at the budget; --no-refit trains the "
+                      "calibrated steps, as searches did before (per call; the report says which runs "
+                      "re-fitted)")  # fmt: skip
     quiet: bool = quiet_opt("no progress bars; one log line per epoch")
     isolate: bool = True  # pretrain in a fresh process per run (tests set False: no seconds of imports)
 

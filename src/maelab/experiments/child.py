@@ -48,8 +48,9 @@ _FORWARDED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, sign
 
 # ------------------------------------------------------------------------------------ the parent side
 def train_until(
-    run: Path, cfg: Config, stop_after_steps: int | None = None, isolate: bool = True, end_status: str | None = None
-) -> None:
+    run: Path, cfg: Config, stop_after_steps: int | None = None, isolate: bool = True, end_status: str | None = None,
+    budget_s: float | None = None,
+) -> None:  # fmt: skip
     """Train ``run`` (config ``cfg``) to ``stop_after_steps`` optimizer steps in total, or to its end (None).
 
     A run with a checkpoint is resumed from it (nothing happens when it is already that far); a start
@@ -57,6 +58,8 @@ def train_until(
     be appended to). ``isolate``: in a fresh process (see the module docstring), else in this one.
     ``end_status``: a run stopped at ``stop_after_steps`` is final, and its ``summary.json`` is written
     with this status (e.g. "stopped by the time budget"); otherwise a stopped run has no summary.
+    ``budget_s``: a run started here re-fits its steps once, at the end of its warm-up, to end at ``budget_s``
+    seconds of training (:func:`maelab.train.pretrain`'s ``budget_s``); a resumed one continues its own schedule.
     """
     step = rundir.checkpoint_step(run) if rundir.latest_checkpoint(run) is not None else None
     if step is None:
@@ -69,17 +72,19 @@ def train_until(
         if end_status is not None and rundir.read_summary(run) is None:  # stopped there before writing it
             write_end_summary(run, end_status, peak_memory_mb=None)
         return
-    (pretrain_process if isolate else pretrain_here)(run, start, stop_after_steps, end_status)
+    budget_s = budget_s if start is not None else None
+    (pretrain_process if isolate else pretrain_here)(run, start, stop_after_steps, end_status, budget_s)
 
 
 def pretrain_process(
-    run: Path, cfg: Config | None, stop_after_steps: int | None, end_status: str | None = None
-) -> None:
+    run: Path, cfg: Config | None, stop_after_steps: int | None, end_status: str | None = None,
+    budget_s: float | None = None,
+) -> None:  # fmt: skip
     """Start (``cfg``) or resume (``cfg=None``) ``run`` in a fresh Python process and wait for it;
     its exit code is raised as an exception (see the module docstring)."""
     spec: dict[str, Any] = {
         "config": cfg.to_dict() if cfg is not None else None, "resume": None if cfg is not None else str(run),
-        "stop_after_steps": stop_after_steps, "end_status": end_status,
+        "stop_after_steps": stop_after_steps, "end_status": end_status, "budget_s": budget_s,
     }  # fmt: skip
     # Handlers can only be installed in the main thread; elsewhere the child stays in our session
     # so that a Ctrl-C in the terminal still reaches it.
@@ -128,8 +133,12 @@ def raise_for_exit_code(rc: int, run: Path, error: str = "") -> None:
 
 
 # ------------------------------------------------------------------------------------ the work
-def pretrain_here(run: Path, cfg: Config | None, stop_after_steps: int | None, end_status: str | None = None) -> None:
-    """What the child does, in this process: start (``cfg``) or resume (``cfg=None``) ``run``.
+def pretrain_here(
+    run: Path, cfg: Config | None, stop_after_steps: int | None, end_status: str | None = None,
+    budget_s: float | None = None,
+) -> None:  # fmt: skip
+    """What the child does, in this process: start (``cfg``; with ``budget_s``, re-fitted once to it) or resume
+    (``cfg=None``) ``run``.
 
     Raises KeyboardInterrupt when a signal (not ``stop_after_steps``) stopped it: its checkpoint is saved.
     """
@@ -138,7 +147,7 @@ def pretrain_here(run: Path, cfg: Config | None, stop_after_steps: int | None, e
     if cfg is None:
         pretrain(resume=run, stop_after_steps=stop_after_steps)
     else:
-        pretrain(cfg, stop_after_steps=stop_after_steps)
+        pretrain(cfg, stop_after_steps=stop_after_steps, budget_s=budget_s)
     meta = ckpt.load_meta(run)
     if meta.get("reason") == "interrupted" and meta["step"] != stop_after_steps:
         raise KeyboardInterrupt
@@ -167,8 +176,8 @@ def write_end_summary(run: Path, status: str, peak_memory_mb: float | None) -> N
 
 def main(spec_json: str) -> int:
     """Entry point of the child process: ``{"config": dict | None, "resume": str | None, "stop_after_steps":
-    int | None, "end_status": str | None, "error_file": str}`` -> exit code (see the module docstring).
-    The message of an error is written to ``error_file`` for the parent to raise."""
+    int | None, "end_status": str | None, "budget_s": float | None, "error_file": str}`` -> exit code (see the
+    module docstring). The message of an error is written to ``error_file`` for the parent to raise."""
     from maelab.data import DataError
     from maelab.train import TrainingError
 
@@ -178,7 +187,8 @@ def main(spec_json: str) -> int:
         if spec["config"] is not None:
             cfg = config_from_dict(spec["config"], "pretraining child")
             validate(cfg)
-        pretrain_here(Path(spec["resume"] or cfg.train.out), cfg, spec["stop_after_steps"], spec.get("end_status"))
+        run = Path(spec["resume"] or cfg.train.out)
+        pretrain_here(run, cfg, spec["stop_after_steps"], spec.get("end_status"), spec.get("budget_s"))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (ConfigError, DataError, ckpt.CheckpointError, TrainingError) as e:

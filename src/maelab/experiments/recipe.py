@@ -2,17 +2,23 @@
 split of the TRAINING set (``--holdout`` images, never pretrained on); the test set is never read.
 
     per candidate: calibrate (img/s of a short run of its exact config in the training loop, fresh
-    process) -> steps = budget x img/s / batch -> pretrain that many steps (fresh process, resumable)
-    -> k-NN (k=20) and linear probe on frozen features of the validation images, beside the random-init
-    encoder of the same shape -> rank -> report
+    process) -> steps = budget x img/s / batch -> pretrain those steps (fresh process, resumable),
+    re-fitted once at the end of the lr warm-up from the run's own speed -> k-NN (k=20) and linear
+    probe on frozen features of the validation images, beside the random-init encoder of the same
+    shape -> rank -> report
 
 Every candidate gets the same wall-clock budget of training steps on this machine. The calibration
 runs the same code as the run (data indexing, augmentation, optimizer step, logging: the costs a
 benchmark of the model alone misses, more at small batches) and times it the way the budget is
-counted, so its img/s fixes a step count that fills the budget; the step count, not the clock, ends
-the run, so the lr schedule ends where it should and the run is reproducible. The training seconds
-the run actually used (from its metrics.jsonl, start-up excluded) are reported beside the budget, and
-a candidate outside 90-110% of it is flagged.
+counted, so its img/s fixes a step count that fills the budget. A short calibration misjudges a long
+run's sustained speed (pass 6's candidates used 102% and 118% of the budget), so, as ``maelab pretrain
+--minutes`` does, the run re-fits its step count once, at the end of its lr warm-up, from its own
+measured speed (:class:`maelab.budget.Refit`; not with ``--no-refit``, nor for a warm-up of at most
+:data:`maelab.budget.WARMUP_STEPS` steps). After that the step count, not the clock, ends the run: the
+cosine decay spans the re-fitted steps and ends where it should, and a resumed run continues that
+schedule (its config.json holds it; ``RUN/budget.json`` the planned steps and the re-fit). The
+training seconds the run actually used (from its metrics.jsonl, start-up excluded) are reported beside
+the budget, and a candidate outside 90-110% of it is flagged.
 
 Results folder (``OUT``)::
 
@@ -23,10 +29,10 @@ Results folder (``OUT``)::
     summary.md, summary.csv, metrics.json
 
 Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps; its scratch run,
-``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve; for
-DINO the teacher momentum, fitted to the planned steps: :func:`~maelab.experiments.recipe_plan.fit_teacher_momentum`),
-``eval:<name>`` (the validation scores). A candidate's overrides are stored with its calibration: a
-changed candidate is refused, not mixed with old results.
+``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve, its
+re-fit: :func:`refit_record`; for DINO the teacher momentum, fitted to the planned steps:
+:func:`~maelab.experiments.recipe_plan.fit_teacher_momentum`), ``eval:<name>`` (the validation scores). A
+candidate's overrides are stored with its calibration: a changed candidate is refused, not mixed with old results.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from maelab.config import Config, ConfigError
 from maelab.config.recipe import RecipeCandidate
 from maelab.eval.features import POOLINGS
 from maelab.experiments import child
-from maelab.experiments.compare_plan import momentum_record
+from maelab.experiments.compare_plan import momentum_record, teacher_left
 from maelab.experiments.recipe_plan import (
     KNN_K,
     RecipePlan,
@@ -109,8 +115,27 @@ def check_candidate(stages: Stages, cand: RecipeCandidate) -> None:
 
 
 # ------------------------------------------------------------------------------------ pretraining
+def refit_record(run: Path) -> dict[str, Any]:
+    """What ``RUN/budget.json`` says of the run's one re-fit, for its stage record: ``{"refit": {at_step,
+    planned_steps (before), steps (after), steps_per_s, timed_seconds, too_short (under
+    :data:`maelab.budget.MIN_REFIT_SECONDS` timed: the plan stood)}}``; ``{"refit": None}`` for a run given the
+    budget that did not re-fit (a warm-up of at most :data:`maelab.budget.WARMUP_STEPS` steps, or resumed inside
+    it); ``{}`` for a run not given it (``--no-refit``, or trained by a search from before the re-fit)."""
+    given = budget.read_budget(run)
+    if given is None:
+        return {}
+    fit = given.get("refit")
+    if fit is None:
+        return {"refit": None}
+    planned = given["planned_steps"]
+    return {"refit": {"at_step": fit["at_step"], "planned_steps": planned, "steps": fit["planned_steps"] or planned,
+                      "steps_per_s": fit["steps_per_s"], "timed_seconds": fit["timed_seconds"],
+                      "too_short": fit["planned_steps"] is None}}  # fmt: skip
+
+
 def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
-    """Time, loss and curve of a finished candidate run; checks that it trained on the non-held-out images."""
+    """Time, loss and curve of a finished candidate run, and its re-fit (:func:`refit_record`); checks that it
+    trained on the non-held-out images. ``cfg``: the candidate's config of the planned steps."""
     summary, records, meta = rundir.read_summary(run), rundir.read_metrics(run), ckpt.load_meta(run)
     if summary is None:
         raise ckpt.CheckpointError(f"{run}: no summary.json; the run has not finished")
@@ -123,31 +148,51 @@ def run_record(run: Path, cfg: Config, calib: dict[str, Any]) -> dict[str, Any]:
             "its images with maelab.data.load_data(cfg.data, 'train', ...)); its scores would not be valid"
         )
     train_s = rundir.training_seconds(records, per_step)
+    own, refit = rundir.load_config(run), refit_record(run)  # its config.json: the re-fitted steps and warm-up
     momentum = {}  # a DINO run's teacher momentum (from its own config.json), how it was chosen, what it left
     if cfg.train.method == "dino":
-        momentum = momentum_record(rundir.load_config(run).dino, cfg, summary.steps)
+        momentum = momentum_record(own.dino, cfg, summary.steps)
+        if summary.steps != cfg.train.steps:  # re-fitted: the momentum cosine was re-laid over the run's steps
+            momentum.update(
+                momentum_rule=f"{momentum['momentum_rule']} as planned, its cosine re-laid over the re-fitted steps",
+                teacher_init_left=round(teacher_left(own.dino.momentum_teacher, summary.steps), 4),
+            )
     return {
         "run": str(run), "steps": summary.steps, "train_seconds": round(train_s, 2),
         "budget_use": round(train_s / calib["budget_s"], 4), "wall_time_s": summary.wall_time_s,
         "epochs": round(summary.steps * per_step / calib["train_images"], 3), "steps_per_epoch": meta["steps_per_epoch"],
-        "warmup_steps": cfg.train.warmup_steps(meta["steps_per_epoch"], summary.steps), "peak_lr": cfg.train.peak_lr(),
+        "warmup_steps": own.train.warmup_steps(meta["steps_per_epoch"], summary.steps), "peak_lr": cfg.train.peak_lr(),
         "median_img_per_s": summary.median_img_per_s, "first_loss": summary.first_loss,
         "final_loss": summary.final_loss, "peak_memory_mb": summary.peak_memory_mb, "device": summary.device,
-        "precision": summary.precision, **momentum,
+        "precision": summary.precision, **momentum, **refit,
         "curve": [{"step": r["step"], "loss": r["loss"],
                    "train_seconds": round(rundir.training_seconds(records, per_step, r["step"]), 2)} for r in records],
     }  # fmt: skip
 
 
+def check_run_steps(run: Path, planned: int) -> None:
+    """Refuse the run in ``run`` (a checkpoint there) unless it is a run of the ``planned`` steps: its config.json
+    holds them, or the steps its one re-fit made of them (``RUN/budget.json``: planned_steps and refit)."""
+    held = rundir.load_config(run).train.steps
+    given = budget.read_budget(run) or {}
+    refitted = (given.get("refit") or {}).get("planned_steps") == held and given.get("planned_steps") != held
+    if held != planned and not (refitted and given["planned_steps"] == planned):
+        was = f" (re-fitted from {given['planned_steps']})" if refitted else ""
+        raise ConfigError(f"{run} holds a run of {held} steps{was}, not the {planned} calibrated now; delete it to "
+                          "train it again")  # fmt: skip
+
+
 def pretrain(plan: RecipePlan, cand: RecipeCandidate, calib: dict[str, Any]) -> dict[str, Any]:
-    """The pretraining stage of ``cand``: its planned steps, trained (or resumed) to the end."""
+    """The pretraining stage of ``cand``: its planned steps, re-fitted once at the end of the lr warm-up from the
+    run's own speed to end at the budget (``calib["budget_s"]``; not with ``--no-refit``), trained (or resumed, on
+    the schedule it has) to the end; returns :func:`run_record`."""
     cfg = plan.config(cand, calib["planned_steps"])
     run = Path(cfg.train.out)
-    if rundir.latest_checkpoint(run) is not None and rundir.load_config(run).train.steps != cfg.train.steps:
-        raise ConfigError(f"{run} holds a run of {rundir.load_config(run).train.steps} steps, not the "
-                          f"{cfg.train.steps} calibrated now; delete it to train it again")  # fmt: skip
+    if rundir.latest_checkpoint(run) is not None:
+        check_run_steps(run, cfg.train.steps)
     if not rundir.is_finished(run):
-        child.train_until(run, cfg, None, plan.options.isolate)
+        budget_s = calib["budget_s"] if plan.options.refit else None
+        child.train_until(run, cfg, None, plan.options.isolate, budget_s=budget_s)
         if not rundir.is_finished(run):
             raise ckpt.CheckpointError(f"{run}: pretraining returned but summary.json does not say finished")
     return run_record(run, cfg, calib)

@@ -32,8 +32,8 @@ BUDGET_TOLERANCE = (0.9, 1.1)
 # The decoder and the loss do not change the encoder: the random-init baseline of every candidate with
 # the same encoder is built from these fields of the base, so its features are cached once and reused.
 ENCODER_ONLY_RESET = ("decoder_embed_dim", "decoder_depth", "decoder_heads", "norm_pix_loss", "mask_ratio")
-# Options that may change between calls of one search (not part of its settings).
-PER_CALL_OPTIONS = ("out", "candidates", "quiet", "isolate")
+# Options that may change between calls of one search (not part of its settings; a pretrain stage records its re-fit).
+PER_CALL_OPTIONS = ("out", "candidates", "quiet", "isolate", "refit")
 
 
 def _as_json(value: Any) -> Any:

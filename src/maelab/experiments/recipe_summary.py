@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from maelab.budget import WARMUP_STEPS
 from maelab.config import SECTIONS
 from maelab.eval.features import POOLINGS
 from maelab.eval.results import fmt, markdown_table, write_summary_files
@@ -139,7 +140,7 @@ def collect_rows(plan: RecipePlan, results: dict[str, dict[str, Any]]) -> list[d
             steps=run["steps"], warmup_steps=run["warmup_steps"], budget_s=c["budget_s"],
             train_seconds=run["train_seconds"], budget_use=run["budget_use"],
             budget_flag=budget_flag(run["budget_use"]), train_img_per_s=run["median_img_per_s"], epochs=run["epochs"],
-            final_loss=run["final_loss"], momentum_teacher=run.get("momentum_teacher"),
+            final_loss=run["final_loss"], momentum_teacher=run.get("momentum_teacher"), refit=refit_note(run),
         )  # fmt: skip
         for m in METRICS:
             row.update({f"{m}_{p}": r["val"][m][p] for p in POOLINGS})
@@ -208,6 +209,34 @@ def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
             "(a candidate over budget had more time to learn, one under it less)."]  # fmt: skip
 
 
+def refit_note(run: dict[str, Any]) -> str | None:
+    """How a candidate's run re-fitted its steps, from its stage record (``refit``: see
+    :func:`maelab.experiments.recipe.refit_record`): ``planned 3936 -> 3610 at step 703``, why it did not, or None
+    for a run trained without the re-fit (a search from before it, or ``--no-refit``)."""
+    if "refit" not in run:
+        return None
+    fit = run["refit"]
+    if fit is None:
+        why = (
+            f"a warm-up of {run['warmup_steps']} steps"
+            if run["warmup_steps"] <= WARMUP_STEPS
+            else "resumed in its warm-up"
+        )
+        return f"none ({why}: the plan stood)"
+    if fit["too_short"]:
+        return f"none at step {fit['at_step']} ({fit['timed_seconds']:.1f} s timed, too few: the plan stood)"
+    return f"planned {fit['planned_steps']} -> {fit['steps']} at step {fit['at_step']}"
+
+
+def refit_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The candidates' re-fits, one sentence after the budget's (none when no run had the re-fit: older searches)."""
+    notes = [f"`{r['candidate']}` {r['refit']}" for r in rows if r.get("refit")]
+    if not notes:
+        return []
+    return ["Steps re-fitted once, at the end of the warm-up, from the run's own speed (as `pretrain --minutes`): "
+            + "; ".join(notes) + "."]  # fmt: skip
+
+
 def winner_lines(plan: RecipePlan, rows: list[dict[str, Any]], m: dict[str, Any] | None, n_val: int) -> list[str]:
     """The winner, its flags, its margin over the runner-up (paired, per metric) and the verdict."""
     w = rows[0]
@@ -218,7 +247,7 @@ def winner_lines(plan: RecipePlan, rows: list[dict[str, Any]], m: dict[str, Any]
              "init of its encoder).", "",
              f"Its recipe as flags (on the ref model, patch 4{'' if dino else ', mask 0.75'}; add --steps or --epochs "
              "for your budget" + (f", and a --momentum-teacher fitted to them: {w['momentum_teacher']:.4f} for its "
-             f"{w['steps']} steps" if dino and w.get("momentum_teacher") is not None else "")
+             f"{w['planned_steps']} planned steps" if dino and w.get("momentum_teacher") is not None else "")
              + f"): `{candidate_flags(overrides)}`"]  # fmt: skip
     if m is None:
         return lines + ["", "Only one candidate: nothing to compare it with."]
@@ -250,6 +279,12 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
                      rows: list[dict[str, Any]], m: dict[str, Any] | None, info: dict[str, Any]) -> str:  # fmt: skip
     """summary.md: command, machine, budget, the candidates, the ranked results, the winner and figures."""
     o, first = plan.options, rows[0]
+    schedule = (  # older searches trained their planned steps
+        "At the end of its warm-up a run re-fits its step count once from its own measured speed (as `maelab pretrain "
+        "--minutes`; per candidate below the results), and the cosine decay spans the re-fitted steps."
+        if any(r.get("refit") for r in rows)
+        else "The schedule (warm-up, cosine decay) spans the planned steps."
+    )
     lines = [
         "# Short-schedule recipe search (validation split of the training set)", "",
         f"- Command: `{command or '(Python API)'}`",
@@ -262,8 +297,7 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
         "optimizer step and logging included, timed after a warm-up for at least "
         f"{plan.calibration_s:.0f} s), which fixes its step count = budget x img/s / batch; its actual training "
         "seconds (from metrics.jsonl, process start and data loading excluded) are shown beside the budget, and a "
-        f"candidate outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%} of it is flagged. The schedule "
-        "(warm-up, cosine decay) spans the planned steps.",
+        f"candidate outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%} of it is flagged. {schedule}",
         f"- Data: pretraining on the training images of `{info['data_dir']}` minus the {info['test_images']} held-out "
         f"ones (--holdout {o.holdout}, class-balanced, the last of each class); scores on those held-out images "
         f"only. k-NN (cosine, T = 0.07, k = {KNN_K}) and a linear probe ({o.probe_epochs} epochs, lr chosen on held-out "
@@ -273,7 +307,7 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
         "better pooling (cls or mean). Random init: the same encoder shape at its seeded initialisation, scored "
         "the same way.", "",
         "## Candidates", "", knobs_table(plan, rows),
-        "## Results (ranked)", "", results_table(rows), *budget_lines(rows), "",
+        "## Results (ranked)", "", results_table(rows), *budget_lines(rows), *refit_lines(rows), "",
         "img/s (calib.): the calibration; train s: training seconds actually used (% of the budget, flagged "
         f"outside {BUDGET_TOLERANCE[0]:.0%}-{BUDGET_TOLERANCE[1]:.0%}); epochs: "
         "passes over the candidate's training images. Losses of norm_pix_loss, raw-pixel and DINO candidates are "
