@@ -1,6 +1,8 @@
 """Does a compiled MAE forward draw the same random masks as eager from the same seed?"""
 import torch
+
 from maelab.models.mae import MAE
+
 torch.manual_seed(0)
 m = MAE.from_preset("ref").train()
 x = torch.randn(4, 3, 32, 32)
