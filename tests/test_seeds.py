@@ -13,9 +13,11 @@ from maelab.cli import main
 from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
-from maelab.experiments.seeds import load_sweeps, seed_verdict, write_seeds
+from maelab.experiments.seeds import load_sweeps, seed_verdict, shared_metrics, write_seeds
+from maelab.experiments.sweep_plan import VIEWS
 
 N = 1000  # test images of the fake sweeps
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "mask_ratio_cpu"  # a committed sweep over 3 seeds
 
 
 def _comparison(difference: float, p: float) -> PairedComparison:
@@ -71,7 +73,7 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert table["mask 0.75"]["linear cls"]["spread"]["mean"] == pytest.approx(60.0)
     assert table["mask 0.75"]["linear cls"]["spread"]["sd"] == pytest.approx(1.0)
     assert set(table["mask 0.75"]) == {"linear cls", "k-NN k=20 cls", "fine-tune"}
-    # the sweep fine-tunes no equal-time checkpoint: that view has no fine-tune column
+    # no equal-time row carries a fine-tune (a sweep of an older maelab): that view has no fine-tune column
     assert set(record["views"]["equal time"]["table"]["mask 0.75"]) == {"linear cls", "k-NN k=20 cls"}
     pair = next(p for p in record["views"]["equal epochs"]["pairs"]
                 if (p["metric"], p["a"], p["b"]) == ("fine-tune", "mask 0.5", "mask 0.75"))  # fmt: skip
@@ -79,6 +81,20 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert [c["difference"] for c in pair["per_seed"]] == pytest.approx([-10.0, -10.0, -10.0])
     two = write_seeds(folders[:2], tmp_path / "out2").read_text()
     assert "(decided)" not in two and "fewer than 3 seeds" in two
+
+
+def test_committed_sweeps_without_an_equal_time_fine_tune_read_as_before() -> None:
+    """results/mask_ratio_cpu and its seeds were swept before equal-time checkpoints were fine-tuned: read now, the
+    equal-time view still has no fine-tune, so the committed report (seeds/seeds.json) has the same columns."""
+    folders = [RESULTS, RESULTS / "seeds" / "seed1", RESULTS / "seeds" / "seed2"]
+    if not all((f / "metrics.json").is_file() for f in folders):
+        pytest.skip("the committed results are not in this checkout")
+    sweeps = load_sweeps(folders)
+    recorded = json.loads((RESULTS / "seeds" / "seeds.json").read_text())["views"]
+    for view in VIEWS:
+        labels = [m[3] for m in shared_metrics(sweeps, view)]
+        assert ("fine-tune" in labels) == (view == VIEWS[0])
+        assert set(labels) == {name for row in recorded[view]["table"].values() for name in row}
 
 
 def test_only_seeds_of_one_sweep_are_combined(tmp_path: Path) -> None:

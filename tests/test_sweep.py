@@ -1,7 +1,9 @@
 """The mask-ratio sweep: presets, settings checks, budget timing, the generated findings (paired accuracy
 comparisons, fine-tuning vs from scratch and across 40-80%, which effect the reconstruction numbers show), and
 a tiny sweep that is interrupted after its first pretraining run and again during fine-tuning, then continued
-without redoing what was finished."""
+without redoing what was finished; fine-tuning at equal time (the budget checkpoint fine-tuned, a capped ratio
+reusing its equal-epoch result, an older sweep run again with and without its budget weights, `maelab seeds` on
+both)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from maelab.cli import build_parser, main
 from maelab.cli.flags import given_values
 from maelab.config import ConfigError, SweepOptions
 from maelab.eval import finetune as finetune_module
+from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.stats import pack_correct
 from maelab.experiments import child, sweep
 from maelab.experiments.sweep_findings import (
@@ -112,12 +115,13 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     before = snapshot(first)
 
     monkeypatch.setattr(sweep, "ensure_pretrained", real_pretrained)
-    # Interrupted again in the last fine-tuning (the from-scratch baseline, after both ratios' fine-tunes).
+    # Interrupted again in the last fine-tuning (the from-scratch baseline, after both ratios' final checkpoints and
+    # the equal wall-clock checkpoint of 0.25).
     real_finetune, tuned = finetune_module.finetune, []
 
     def finetune(mae: object, cfg: object, ft: object, train: object, test: object, label: str, precision: str) -> dict:
         tuned.append(label)
-        if mae is None and len(tuned) == 3:
+        if mae is None and len(tuned) == 4:
             raise Stop
         return real_finetune(mae, cfg, ft, train, test, label, precision)
 
@@ -125,18 +129,24 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     with pytest.raises(Stop):
         main(args)
     assert snapshot(first) == before  # not retrained, not rewritten
-    assert set(json.loads((out / "sweep.json").read_text())["stages"]) >= {"finetune:mr0.25", "finetune:mr0.75"}
+    assert set(json.loads((out / "sweep.json").read_text())["stages"]) >= {
+        "finetune:mr0.25", "finetune:mr0.25-budget", "finetune:mr0.75"}  # fmt: skip
     assert main(args) == 0
-    assert tuned == ["fine-tune (mr0.25)", "fine-tune (mr0.75)", "fine-tune (random-init)", "fine-tune (random-init)"]
+    # 0.75 sets the budget: its final checkpoint serves both views and is fine-tuned once.
+    assert tuned == ["fine-tune (mr0.25)", "fine-tune (mr0.25-budget)", "fine-tune (mr0.75)", "fine-tune (random-init)",
+                     "fine-tune (random-init)"]  # fmt: skip
 
     # mask 0.25 stopped at its speed probe (step 2) and at the budget (step 5), then ran to the end.
     stages = json.loads((out / "sweep.json").read_text())["stages"]
     assert set(stages) == {"pretrain:mr0.75", "budget:mr0.25", "pretrain:mr0.25", "eval:mr0.25", "eval:mr0.25-budget",
-                           "eval:mr0.75", "eval:random-init", "finetune:mr0.25", "finetune:mr0.75",
-                           "finetune:random-init"}  # fmt: skip
-    # Each ratio's FINAL checkpoint and one random init, same images; layer decay only for the pretrained ones.
-    assert [stages[f"finetune:{p}"]["layer_decay"] for p in ("mr0.25", "mr0.75", "random-init")] == [0.75, 0.75, 1.0]
-    assert {stages[f"finetune:{p}"]["test_correct"]["n"] for p in ("mr0.25", "mr0.75", "random-init")} == {40}
+                           "eval:mr0.75", "eval:random-init", "finetune:mr0.25", "finetune:mr0.25-budget",
+                           "finetune:mr0.75", "finetune:random-init"}  # fmt: skip
+    # Each ratio's final checkpoint, the budget checkpoint and one random init, same images; layer decay only for the
+    # pretrained ones.
+    tuned_points = ("mr0.25", "mr0.25-budget", "mr0.75", "random-init")
+    assert [stages[f"finetune:{p}"]["layer_decay"] for p in tuned_points] == [0.75, 0.75, 0.75, 1.0]
+    assert {stages[f"finetune:{p}"]["test_correct"]["n"] for p in tuned_points} == {40}
+    assert (out / "evals" / "mr0.25-budget" / "finetune.json").is_file()
     assert (out / "evals" / "random-init" / "finetune.json").is_file()
     plan = stages["budget:mr0.25"]
     assert (plan["probe_steps"], plan["step"], plan["capped"], plan["train_seconds"]) == (2, 5, False, 10.0)
@@ -154,8 +164,7 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
         ("equal epochs", "0.25", "10"), ("equal time", "0.25", "5"),
         ("equal epochs", "0.75", "10"), ("equal time", "0.75", "10"),
     ]  # fmt: skip
-    assert [r["finetune"] for r in rows[1::2]] == ["", ""]  # only final checkpoints are fine-tuned
-    for r in rows[::2]:
+    for r in rows:  # equal time: the budget checkpoint of 0.25, the final checkpoint of 0.75 (its equal-epoch result)
         assert float(r["finetune"]) == stages[f"finetune:{r['point']}"]["top1"]
     for r in rows:
         for key in ("linear_cls", "linear_mean", "knn20_cls", "knn20_mean"):
@@ -167,7 +176,8 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert set(metrics["evaluations"]) == {"mr0.25", "mr0.25-budget", "mr0.75", "random-init"}
     assert metrics["evaluations"]["mr0.75"]["finetune"] == stages["finetune:mr0.75"]
     assert metrics["random_init"]["finetune"] == stages["finetune:random-init"]["top1"]
-    assert metrics["rows"][-1]["point"] == "random-init" and "finetune" not in metrics["rows"][1]
+    assert metrics["rows"][-1]["point"] == "random-init"
+    assert metrics["rows"][1]["finetune"] == float(rows[1]["finetune"])  # the budget checkpoint's fine-tune
     assert metrics["settings"]["ratios"] == [0.25, 0.75] and metrics["settings"]["budget_ratio"] == 0.75
     text = (out / "summary.md").read_text()
     assert "maelab " + " ".join(args[:3]) in text and "Equal wall-clock budget" in text
@@ -179,6 +189,10 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert stages["finetune:mr0.75"]["warmup_steps"] == 0  # a tenth of its one step (40 images, batch 40), rounded
     assert "Fine-tuning against the same budget from scratch (random init without layer decay" in text
     assert "40%-80% (the MAE paper: insensitive to the ratio): not tested, 1 fine-tuned ratio" in text  # 0.25 is out
+    equal_time = text.split("## Equal wall-clock budget")[1].split("## What it shows")[0]
+    assert "| fine-tune (%) |" in equal_time and "| random init |" in equal_time  # one baseline, both views
+    assert "and of each equal wall-clock checkpoint" in text
+    assert "Equal time: fine-tuning against the same budget from scratch (random init without layer decay" in text
     assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
     for name in ("accuracy_vs_ratio", "psnr_vs_ratio", "speed_vs_ratio", "loss_curves", "reconstruction_mr0.25",
                  "reconstruction_mr0.75", "reconstruction_mr0.25_at_mr0.75", "reconstruction_mr0.25-budget"):  # fmt: skip
@@ -197,6 +211,83 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     monkeypatch.setattr("maelab.eval.frozen.evaluate_linear", forbidden)
     monkeypatch.setattr(finetune_module, "finetune", forbidden)
     assert main(args) == 0
+
+    # A sweep finished by an older maelab fine-tuned no equal-time checkpoint. Run again, it fine-tunes the budget
+    # checkpoint alone; where that checkpoint's weights are gone it warns, leaves the cell empty and says why.
+    complete = json.loads((out / "metrics.json").read_text())
+
+    def as_older_sweep() -> None:
+        state = json.loads((out / "sweep.json").read_text())
+        del state["stages"]["finetune:mr0.25-budget"]
+        (out / "sweep.json").write_text(json.dumps(state))
+        (out / "evals" / "mr0.25-budget" / "finetune.json").unlink()
+
+    as_older_sweep()
+    tuned.clear()
+    monkeypatch.setattr(finetune_module, "finetune", finetune)
+    assert main(args) == 0 and tuned == ["fine-tune (mr0.25-budget)"]
+    as_older_sweep()
+    (out / "budget" / "mr0.25" / "checkpoint" / "model.safetensors").unlink()
+    monkeypatch.setattr(finetune_module, "finetune", forbidden)
+    with pytest.warns(RuntimeWarning, match=r"no complete checkpoint .*mr0\.25-budget is not fine-tuned"):
+        assert main(args) == 0
+    gone = json.loads((out / "metrics.json").read_text())
+    row = gone["rows"][1]
+    assert row["point"] == "mr0.25-budget" and "finetune" not in row and "its weights were gone" in row["note"]
+    assert gone["rows"][3]["finetune"] == complete["rows"][3]["finetune"]  # 0.75: its final checkpoint's, as before
+
+    # maelab seeds: the equal-time fine-tune over seeds when every sweep has it; none when one lacks it.
+    def as_seed(metrics: dict, seed: int, name: str) -> str:
+        copy = json.loads(json.dumps(metrics))
+        copy["settings"]["pretrain"]["train"]["seed"] = seed
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(copy))
+        return str(tmp_path / name)
+
+    def seed_views(folders: list[str], name: str) -> dict:
+        assert main(["seeds", *folders, "--out", str(tmp_path / name)]) == 0
+        return json.loads((tmp_path / name / "seeds.json").read_text())["views"]
+
+    views = seed_views([as_seed(complete, 0, "s0"), as_seed(complete, 1, "s1")], "both")
+    for label in ("mask 0.25", "mask 0.75", RANDOM_LABEL):
+        assert "fine-tune" in views["equal time"]["table"][label], label
+    assert any(p["metric"] == "fine-tune" for p in views["equal time"]["pairs"])
+    views = seed_views([str(tmp_path / "s0"), as_seed(gone, 1, "g1")], "mixed")
+    assert all("fine-tune" not in row for row in views["equal time"]["table"].values())
+    assert "fine-tune" in views["equal epochs"]["table"]["mask 0.25"]
+
+
+def test_a_capped_ratio_reuses_its_equal_epoch_fine_tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mask 0.5 trains as fast as 0.75 (the fake clock), so its run ends within the budget: its final checkpoint
+    stands in at equal time with its evaluations and its fine-tune, which runs once."""
+    monkeypatch.setenv("MAELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(child, "pretrain_process", child.pretrain_here)
+    fake_clock(monkeypatch)
+    folder = write_image_folder(tmp_path / "data", per_class=20, size=16)
+    out = tmp_path / "sweep"
+    args = sweep_args(folder, out)
+    args[args.index("0.25")] = "0.5"
+    args[args.index("--epochs") + 1] = "1"  # 5 steps: the budget (5 s at 1 s per step) is the whole run
+    real_finetune, tuned = finetune_module.finetune, []
+
+    def finetune(mae: object, cfg: object, ft: object, train: object, test: object, label: str, precision: str) -> dict:
+        tuned.append(label)
+        return real_finetune(mae, cfg, ft, train, test, label, precision)
+
+    monkeypatch.setattr(finetune_module, "finetune", finetune)
+    assert main(args) == 0
+    assert tuned == ["fine-tune (mr0.5)", "fine-tune (mr0.75)", "fine-tune (random-init)"]
+    stages = json.loads((out / "sweep.json").read_text())["stages"]
+    assert stages["budget:mr0.5"]["capped"] and not (out / "budget" / "mr0.5").exists()
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    top1 = {p: stages[f"finetune:{p}"]["top1"] for p in ("mr0.5", "mr0.75")}
+    assert [(r["view"], r["point"], float(r["finetune"])) for r in rows[:4]] == [
+        ("equal epochs", "mr0.5", top1["mr0.5"]), ("equal time", "mr0.5", top1["mr0.5"]),
+        ("equal epochs", "mr0.75", top1["mr0.75"]), ("equal time", "mr0.75", top1["mr0.75"]),
+    ]  # fmt: skip
+    text = (out / "summary.md").read_text()
+    assert "| fine-tune (%) |" in text.split("## Equal wall-clock budget")[1]
+    assert "Equal time: fine-tuning" not in text  # the same checkpoints as at equal epochs: no repeated sentences
 
 
 def tiny_cli(folder: Path, out: Path, **train: object) -> dict[str, dict[str, object]]:

@@ -30,8 +30,8 @@ class EvalSettings:
                             "preset's)")  # fmt: skip
     common_ratio: float = opt(0.75, "every model is also scored at this mask ratio")
     # 0 by default: a sweep.json written before fine-tuning was a stage reads back as "no fine-tuning".
-    finetune_epochs: int = opt(0, "fine-tuning epochs of each ratio's final checkpoint and of one from-scratch "
-                               "baseline, 0 = skip fine-tuning (default: the preset's)")  # fmt: skip
+    finetune_epochs: int = opt(0, "fine-tuning epochs of each ratio's final and equal-time checkpoints and of one "
+                               "from-scratch baseline, 0 = skip fine-tuning (default: the preset's)")  # fmt: skip
     finetune_subset: int = opt(0, "class-balanced training images for fine-tuning, 0 = all (default: the preset's)")
     # Set by code, not by flags:
     figure_images: int = 8  # test images in each reconstruction figure
@@ -78,10 +78,11 @@ class SweepPreset:
 #   training: 50,000 images x 1 epoch x (4.34 .. 5.51) / 135 img/s = 1610 .. 2040 s = 27 .. 34 min
 #   features: 7 encoders (4 final, 2 budget checkpoints, random init) x (10,000 + 10,000) images at
 #             ~150 img/s: ~15 min (the random encoder's come from the cache after the first sweep)
-#   fine-tuning: 5 encoders (4 ratios + from scratch) x 1 epoch of 5,000 images (~60 img/s) + the test set: ~12 min
-#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~55 .. 65 min.
+#   fine-tuning: 7 encoders (4 final, 2 budget checkpoints, from scratch) x 1 epoch of 5,000 images (~60 img/s)
+#                + the test set: ~17 min
+#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~60 .. 70 min.
 CPU_PRESET = SweepPreset(
-    description="2-core CPU, ~65 min: ref model, the short recipe, all 50,000 images, 1 epoch per ratio, full test set",
+    description="2-core CPU, ~70 min: ref model, the short recipe, all 50,000 images, 1 epoch per ratio, full test set",
     ratios=(0.25, 0.5, 0.75, 0.9),
     pretrain=_pretrain("ref", 0, epochs=1, recipe="short", precision="auto", device="cpu", log_every=20),
     eval=EvalSettings(

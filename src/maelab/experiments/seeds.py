@@ -3,7 +3,9 @@ that need more than one seed (``maelab seeds``).
 
 Each folder is one finished ``maelab sweep`` with its own ``--seed`` and otherwise the same settings
 (checked: ratios, data, recipe, evaluation). For every view (equal epochs, equal time), ratio and metric
-(linear probe and k-NN at each pooling, fine-tune) the accuracy per seed and its mean +- SD over seeds.
+(linear probe and k-NN at each pooling, fine-tune) the accuracy per seed and its mean +- SD over seeds;
+the equal-time fine-tune only when every sweep has it (sweeps of an older maelab have none: their
+report is unchanged).
 For every pair (ratio A vs ratio B, and each ratio vs the random-init encoder of the same seed and
 pooling) the paired difference on the same test images within each seed
 (:func:`maelab.eval.stats.compare_paired`), and over seeds the mean difference with its 95% t-interval
@@ -154,14 +156,21 @@ def knn_k(sweep: dict[str, Any]) -> str:
 
 def metrics(sweep: dict[str, Any], view: str = VIEWS[0]) -> list[tuple[str, str, str | None, str]]:
     """(row key, evaluation kind, pooling, label) of every accuracy a sweep holds in ``view``: linear and k-NN
-    at each pooling (k=20 when evaluated), fine-tune when run (equal epochs only: the sweep fine-tunes no
-    equal-time checkpoint)."""
+    at each pooling (k=20 when evaluated), fine-tune when run: at equal epochs, and at equal time only when every
+    row of that view carries it (a sweep of an older maelab fine-tuned no equal-time checkpoint)."""
     ev, k = sweep["settings"]["eval"], knn_k(sweep)
     out: list[tuple[str, str, str | None, str]] = [(f"linear_{p}", "linear", p, f"linear {p}") for p in ev["poolings"]]
     out += [(f"knn{k}_{p}", "knn", p, f"k-NN k={k} {p}") for p in ev["poolings"]]
-    if ev.get("finetune_epochs") and view == VIEWS[0]:
+    rows = [r for r in sweep["rows"] if r.get("view") == view]
+    if ev.get("finetune_epochs") and (view == VIEWS[0] or (rows and all("finetune" in r for r in rows))):
         out.append(("finetune", "finetune", None, "fine-tune"))
     return out
+
+
+def shared_metrics(sweeps: Sequence[dict[str, Any]], view: str) -> list[tuple[str, str, str | None, str]]:
+    """The :func:`metrics` of ``view`` that every sweep holds (the equal-time fine-tune only if every seed has it)."""
+    each = [metrics(s, view) for s in sweeps]
+    return [m for m in each[0] if all(m in other for other in each[1:])]
 
 
 def flags(sweep: dict[str, Any], point: str, kind: str, pooling: str | None) -> Any:
@@ -190,7 +199,7 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
         labels = [lbl for lbl in points[0] if all(lbl in p for p in points)]
         table: dict[str, dict[str, Any]] = {lbl: {} for lbl in labels}
         pairs: list[dict[str, Any]] = []
-        for _, kind, pooling, mlabel in metrics(sweeps[0], view):
+        for _, kind, pooling, mlabel in shared_metrics(sweeps, view):
             per = {
                 lbl: [flags(s, p[lbl], kind, pooling) for s, p in zip(sweeps, points, strict=True)] for lbl in labels
             }

@@ -2,7 +2,8 @@
 
     ratios -> pretrain each (fresh process per segment) -> equal wall-clock checkpoints of the slower
     ratios -> k-NN, linear probe, reconstruction (own ratio and a common one) per checkpoint ->
-    fine-tuning of each final checkpoint and of one from-scratch baseline (``--finetune-epochs`` > 0) -> report
+    fine-tuning of each final and each equal wall-clock checkpoint and of one from-scratch baseline
+    (``--finetune-epochs`` > 0) -> report
 
 Results folder (``OUT``)::
 
@@ -11,15 +12,23 @@ Results folder (``OUT``)::
     runs/mr<R>/           one pretraining run per ratio (config.json, metrics.jsonl, checkpoints/, summary.json)
     budget/mr<R>/         a slower ratio's checkpoint at the equal wall-clock budget
     evals/<point>/        knn.{json,md}, linear.{json,md}, reconstruction_mr<R>.json of one checkpoint;
-                          finetune.json of a final checkpoint (evals/random-init/: the from-scratch baseline)
+                          finetune.json of a final or budget checkpoint (evals/random-init/: the from-scratch
+                          baseline, which serves both views)
     figures/              reconstruction figures (same test images, same masks) and plots
     summary.md, summary.csv, metrics.json
 
 Stages (recorded in ``sweep.json``): ``pretrain:mr<R>`` (a finished run's speed and loss),
 ``budget:mr<R>`` (a slower ratio's budget step, its checkpoint kept), ``eval:<point>``,
-``finetune:mr<R>`` and ``finetune:random-init`` (top-1 and per-image test flags). A pretraining
-run stopped mid-way continues from its newest checkpoint, and an evaluation whose file exists is read
-back. Each pretraining segment runs in a fresh process (:mod:`maelab.experiments.child`).
+``finetune:mr<R>``, ``finetune:mr<R>-budget`` and ``finetune:random-init`` (top-1 and per-image test
+flags). A ratio whose run ends before the budget (``capped``) and the budget ratio use their final
+checkpoint in both views, so their equal-time fine-tune is the equal-epoch one, not a second run. A
+pretraining run stopped mid-way continues from its newest checkpoint, and an evaluation whose file
+exists is read back. Each pretraining segment runs in a fresh process (:mod:`maelab.experiments.child`).
+
+A sweep finished by an older maelab (no equal-time fine-tunes) gets them when run again, as long as
+``budget/mr<R>/checkpoint`` still holds its weights; where they are gone (e.g. results committed without
+weights) that fine-tune is skipped with a warning, the equal-time table shows "-" and its row's note says
+why: only retraining the ratio could bring the checkpoint back.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import functools
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,7 @@ from maelab.experiments.sweep_plan import (
     RANDOM_INIT,
     SweepPlan,
     budget_dir,
+    budget_point,
     budget_step,
     open_stages,
     run_config,
@@ -205,9 +216,12 @@ def finetune_point(
     return {k: result[k] for k in FINETUNE_KEYS if k in result}  # older results lack warmup_steps
 
 
-def finetune_all(plan: SweepPlan, stages: Stages, runs: dict[float, Path], data: Callable[[], Any]) -> dict[str, Any]:
-    """{point: fine-tuning result} of each ratio's final run in ``runs`` and of the from-scratch baseline
-    (``random-init``), each a resumable stage ``finetune:<point>``: a finished one is read back, not redone."""
+def finetune_all(
+    plan: SweepPlan, stages: Stages, points: Sequence[tuple[str, Path]], data: Callable[[], Any]
+) -> dict[str, Any]:
+    """{point: fine-tuning result} of each (point, run or checkpoint) of ``points`` and of the from-scratch baseline
+    (``random-init``, one for both views), each a resumable stage ``finetune:<point>``: a finished one is read back,
+    not redone."""
     from maelab.config import ConfigError
     from maelab.data import DataError, load_data
 
@@ -218,11 +232,42 @@ def finetune_all(plan: SweepPlan, stages: Stages, runs: dict[float, Path], data:
         except DataError as e:
             raise ConfigError(f"--finetune-subset {plan.eval.finetune_subset}: {e}") from e
 
-    points: list[tuple[str, Path | None]] = [(run_name(r), runs[r]) for r in plan.ratios] + [(RANDOM_INIT, None)]
+    every: list[tuple[str, Path | None]] = [*points, (RANDOM_INIT, None)]
     return {
         point: stages.once(f"finetune:{point}", functools.partial(finetune_point, plan, point, source, train, data))
-        for point, source in points
+        for point, source in every
     }
+
+
+def can_finetune(plan: SweepPlan, stages: Stages, point: str, source: Path) -> bool:
+    """Whether ``point`` has or can get its fine-tune: its stage finished, its ``finetune.json`` is there, or the
+    checkpoint ``source`` is complete. False, with a warning, where none is: a budget checkpoint of a sweep finished
+    by an older maelab (which fine-tuned no equal-time checkpoint) whose weights are gone since."""
+    if stages.get(f"finetune:{point}") is not None or (plan.out / "evals" / point / "finetune.json").is_file():
+        return True
+    try:
+        ckpt.resolve_checkpoint(source)
+        return True
+    except ckpt.CheckpointError:
+        warnings.warn(
+            f"{source}: no complete checkpoint (its weights are gone), so {point} is not fine-tuned and its equal-time "
+            "fine-tune is left out of the report; only retraining that ratio (a new --out) would bring it back",
+            RuntimeWarning, stacklevel=2,
+        )  # fmt: skip
+        return False
+
+
+def sweep_points(
+    plan: SweepPlan, stats: dict[float, dict[str, Any]], budgets: dict[float, dict[str, Any]]
+) -> list[tuple[float, str, Path]]:
+    """(ratio, point, run or checkpoint) of every pretrained checkpoint the sweep evaluates: per ratio its final run,
+    then its equal wall-clock checkpoint unless the run ended before the budget (capped: the final one stands in)."""
+    out = []
+    for ratio in plan.ratios:
+        out.append((ratio, run_name(ratio), Path(stats[ratio]["run"])))
+        if ratio in budgets and not budgets[ratio]["capped"]:
+            out.append((ratio, budget_point(ratio), budget_dir(plan, ratio) / "checkpoint"))
+    return out
 
 
 # ------------------------------------------------------------------------------------ the sweep
@@ -252,17 +297,15 @@ def run_sweep(plan: SweepPlan, command: str = "") -> Path:
     ev = plan.eval
     data = functools.cache(lambda: load_eval_data(plan.base.data.data_dir, plan.base, ev.train_subset, ev.test_subset))
     evals: dict[str, dict[str, Any]] = {}
-    for ratio in plan.ratios:
+    points = sweep_points(plan, stats, budgets)
+    for ratio, point, source in points:
         recon_ratios = [ratio] + ([ev.common_ratio] if ev.common_ratio != ratio else [])
-        points = [(run_name(ratio), Path(stats[ratio]["run"]))]
-        if ratio in budgets and not budgets[ratio]["capped"]:
-            points.append((f"{run_name(ratio)}-budget", budget_dir(plan, ratio) / "checkpoint"))
-        for point, source in points:
-            evals[point] = stages.once(f"eval:{point}", functools.partial(
-                evaluate_point, plan, point, source, data, recon_ratios))  # fmt: skip
+        evals[point] = stages.once(f"eval:{point}", functools.partial(
+            evaluate_point, plan, point, source, data, recon_ratios))  # fmt: skip
     evals[RANDOM_INIT] = stages.once(f"eval:{RANDOM_INIT}", functools.partial(evaluate_random_init, plan, data))
     if ev.finetune_epochs:
-        runs = {r: Path(stats[r]["run"]) for r in plan.ratios}
-        for point, result in finetune_all(plan, stages, runs, data).items():
+        # Final checkpoints always; a budget checkpoint unless its weights are gone (an older sweep run again).
+        tuned = [(p, s) for r, p, s in points if p == run_name(r) or can_finetune(plan, stages, p, s)]
+        for point, result in finetune_all(plan, stages, tuned, data).items():
             evals[point] = {**evals[point], "finetune": result}  # a copy: the eval stage's record stays as it is
     return write_results(plan, stats, budgets, evals, command)

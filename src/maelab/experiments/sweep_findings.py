@@ -6,9 +6,10 @@ McNemar and a 95% paired-bootstrap interval; otherwise a tie, given with its int
 written by an older maelab hold no per-image flags: those sentences use the unpaired 2-SE rule and
 say so. Reconstruction is read at each model's own ratio AND under the same masks, and the sentence
 says which effect the numbers show (a harder task, a train/test mask-ratio mismatch, or a model
-that reconstructs worse). Fine-tuning is read against the same budget from scratch and, for the MAE
-paper's claim that its accuracy is insensitive to the mask ratio across 40-80%, by every paired
-difference between the swept ratios in that range: "insensitive" only when none is beyond noise.
+that reconstructs worse). Fine-tuning (at equal epochs, and at equal time when its budget checkpoints
+were fine-tuned) is read against the same budget from scratch and, for the MAE paper's claim that its
+accuracy is insensitive to the mask ratio across 40-80%, by every paired difference between the
+swept ratios in that range: "insensitive" only when none is beyond noise.
 """
 
 from __future__ import annotations
@@ -230,8 +231,9 @@ def findings(
     plan: SweepPlan, rows: list[dict[str, Any]], random_init: dict[str, float], evals: dict[str, Any]
 ) -> list[str]:
     """Sentences generated from the numbers: speed, accuracy per view and pooling (paired), each ratio vs the
-    random init of the same pooling (paired), fine-tuning vs from scratch and across 40-80% (paired), and
-    reconstruction (own ratio vs the same masks)."""
+    random init of the same pooling (paired), fine-tuning vs from scratch and across 40-80% (paired; at equal
+    epochs, and at equal time when its budget checkpoints were fine-tuned), and reconstruction (own ratio vs the
+    same masks)."""
     k = knn_k(plan)
     eq = [r for r in rows if r["view"] == VIEWS[0]]
     out = [_speed_sentence(eq)] if len(eq) > 1 else []
@@ -244,6 +246,12 @@ def findings(
         if sentence:
             out.append(sentence)
     out += [s for s in (finetune_vs_scratch_sentence(eq, evals), finetune_spread_sentence(eq, evals)) if s]
+    et = [r for r in rows if r["view"] == VIEWS[1]]
+    # Equal time, when every checkpoint of it was fine-tuned and one differs from the equal-epoch ones (a budget one).
+    if et and all("finetune" in r for r in et) and {r["point"] for r in et} != {r["point"] for r in eq}:
+        for s in (finetune_vs_scratch_sentence(et, evals), finetune_spread_sentence(et, evals)):
+            if s:
+                out.append(f"{VIEWS[1].capitalize()}: {s[0].lower()}{s[1:]}")
     rec = [r for r in eq if "psnr_common" in r and "psnr_own" in r]
     if len(rec) > 1:
         out += reconstruction_sentences(rec, plan.eval.common_ratio)

@@ -112,6 +112,12 @@ def budget_dir(plan: SweepPlan, ratio: float) -> Path:
     return plan.out / "budget" / run_name(ratio)
 
 
+def budget_point(ratio: float) -> str:
+    """``mr0.5-budget``: the evaluation name (``OUT/evals/<point>/``, stages, rows) of a ratio's equal wall-clock
+    checkpoint."""
+    return f"{run_name(ratio)}-budget"
+
+
 def knn_k(plan: SweepPlan) -> str:
     """The k shown in tables, sentences and plots: 20 (DINO's default) when evaluated."""
     return "20" if 20 in plan.eval.ks else str(plan.eval.ks[0])

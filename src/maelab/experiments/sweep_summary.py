@@ -22,6 +22,7 @@ from maelab.experiments.sweep_plan import (
     RANDOM_INIT,
     VIEWS,
     SweepPlan,
+    budget_point,
     knn_k,
     run_name,
 )
@@ -61,21 +62,28 @@ def collect_rows(
         speed = {k: s[k] for k in ("median_img_per_s", "seconds_per_epoch", "wall_time_s", "peak_memory_mb",
                                    "first_loss", "final_loss")}  # fmt: skip
         tuned = evals[run_name(ratio)].get("finetune")
-        rows.append({"view": VIEWS[0], **final, "note": "", **speed, **own,
-                     **({"finetune": tuned["top1"]} if tuned else {})})  # fmt: skip
+        ft = {"finetune": tuned["top1"]} if tuned else {}
+        rows.append({"view": VIEWS[0], **final, "note": "", **speed, **own, **ft})
         if plan.budget_ratio is None:
             continue
         b = budgets.get(ratio)
+        # The budget ratio and a capped one use their final checkpoint in both views, its fine-tune included.
         if b is None:  # the budget ratio itself
-            rows.append({"view": VIEWS[1], **final, "note": "sets the budget", **own})
+            rows.append({"view": VIEWS[1], **final, "note": "sets the budget", **own, **ft})
         elif b["capped"]:
-            rows.append({"view": VIEWS[1], **final, "note": "run ended before the budget (final checkpoint)", **own})
+            rows.append({"view": VIEWS[1], **final, "note": "run ended before the budget (final checkpoint)", **own,
+                         **ft})  # fmt: skip
         else:
+            point = budget_point(ratio)
             note = "over budget: the speed probe already passed it" if b["over_budget"] else "budget checkpoint"
+            btuned = evals[point].get("finetune")
+            if plan.eval.finetune_epochs and not btuned:  # an older sweep run again without its weights
+                note += "; not fine-tuned: its weights were gone when the sweep was run again"
             epoch = round(b["step"] / s["steps_per_epoch"], 2)
-            row = {"view": VIEWS[1], "ratio": ratio, "point": f"{run_name(ratio)}-budget", "step": b["step"],
-                   "epoch": epoch, "train_seconds": b["train_seconds"], "note": note}  # fmt: skip
-            rows.append({**row, **_point_metrics(evals[f"{run_name(ratio)}-budget"], ratio, common)})
+            row = {"view": VIEWS[1], "ratio": ratio, "point": point, "step": b["step"], "epoch": epoch,
+                   "train_seconds": b["train_seconds"], "note": note}  # fmt: skip
+            rows.append({**row, **_point_metrics(evals[point], ratio, common),
+                         **({"finetune": btuned["top1"]} if btuned else {})})  # fmt: skip
     return rows
 
 
@@ -110,8 +118,8 @@ def _table(plan: SweepPlan, rows: list[dict[str, Any]], view: str, extra: list[d
     shown = [r for r in rows if r["view"] == view] + (extra or [])
     cols: list[tuple[str, Any]] = [("mask ratio", lambda r: "random init" if r["ratio"] is None else f"{r['ratio']:g}")]
     if view == VIEWS[1]:
-        cols += [("step (epoch)", lambda r: f"{r['step']} ({r['epoch']:g})"),
-                 ("training time (s)", lambda r: f"{r['train_seconds']:.0f}")]  # fmt: skip
+        cols += [("step (epoch)", lambda r: f"{r['step']} ({r['epoch']:g})" if "step" in r else "-"),
+                 ("training time (s)", lambda r: fmt(r.get("train_seconds"), ".0f"))]  # fmt: skip
     for p in plan.eval.poolings:
         cols.append((f"linear {p} (%)", lambda r, p=p: with_se(r[f"linear_{p}"], r["test_images"])
                      if f"linear_{p}" in r else "-"))  # fmt: skip
@@ -152,6 +160,7 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
     scored_at = f"at each model's own ratio and at {ev.common_ratio:g}" if len(plan.ratios) > 1 or (
         plan.ratios[0] != ev.common_ratio) else f"at {ev.common_ratio:g}"  # fmt: skip
     tuned = point.get("finetune")
+    budget_tuned = any("finetune" in evals.get(budget_point(r), {}) for r in plan.ratios)
     return [
         f"- Pretraining{same}: model `{c.name}` (embed {c.embed_dim}, depth {c.encoder_depth}, decoder "
         f"{c.decoder_embed_dim} x {c.decoder_depth}, patch {c.patch_size}), {subset} the training split of "
@@ -164,18 +173,23 @@ def _settings_lines(plan: SweepPlan, stats: dict[float, dict[str, Any]], evals: 
         f"{used['test_images']} test images (class-balanced); ± is the binomial standard error.",
         f"- Reconstruction: {recon_n} class-balanced test images under fixed masks (seed {ev.seed}), scored over "
         f"the masked pixels, {scored_at}.",
-    ] + ([_finetune_line(tuned, evals.get(RANDOM_INIT, {}).get("finetune"))] if tuned else [])
+    ] + ([_finetune_line(tuned, evals.get(RANDOM_INIT, {}).get("finetune"), budget_tuned)] if tuned else [])
 
 
-def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None) -> str:
-    """The fine-tuning settings, from a stored result's recipe (every point uses the same one)."""
+def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None, budget: bool = False) -> str:
+    """The fine-tuning settings, from a stored result's recipe (every point uses the same one); ``budget``: the
+    equal wall-clock checkpoints were fine-tuned too."""
     f = tuned["recipe"]
     warmup = min(f["warmup_epochs"], MAX_WARMUP_FRACTION * f["epochs"])  # what finetune() used (older records: capped)
     base = ""
     if scratch is not None:
         base = f"; the random-init encoder from scratch with the same budget, layer decay {scratch['layer_decay']:g}"
+    points = "each ratio's final checkpoint"
+    if budget:
+        points += (" and of each equal wall-clock checkpoint (the budget ratio and a ratio whose run ended "
+                   "before the budget reuse their final checkpoint's fine-tune)")  # fmt: skip
     return (
-        f"- Fine-tuning (reduced recipe: no mixup, CutMix or RandAugment) of each ratio's final checkpoint: "
+        f"- Fine-tuning (reduced recipe: no mixup, CutMix or RandAugment) of {points}: "
         f"{_plural(f['epochs'], 'epoch')} on {tuned['train_images']} training images, batch {f['batch_size']}, blr "
         f"{f['blr']:g} ({warmup:g} warm-up epochs, then cosine), layer decay {f['layer_decay']:g}, drop "
         f"path {f['drop_path']:g}, label smoothing {f['label_smoothing']:g}, seed {f['seed']}, {tuned['precision']}"
@@ -225,7 +239,7 @@ def summary_markdown(
         ]  # fmt: skip
     if plan.budget_ratio is not None:
         lines += ["## Equal wall-clock budget", "", BUDGET_TEXT.format(b=plan.budget_ratio, budget=budget_s or 0.0,
-                  probe=PROBE_FRACTION), _table(plan, rows, VIEWS[1])]  # fmt: skip
+                  probe=PROBE_FRACTION), _table(plan, rows, VIEWS[1], baseline_rows(evals))]  # fmt: skip
     lines += ["## What it shows", ""]
     lines += [f"- {s}" for s in findings(plan, rows, random_init, evals)]
     lines.append(
