@@ -80,7 +80,8 @@ class SweepPreset:
 #             ~150 img/s: ~15 min (the random encoder's come from the cache after the first sweep)
 #   fine-tuning: 7 encoders (4 final, 2 budget checkpoints, from scratch) x 1 epoch of 5,000 images (~60 img/s)
 #                + the test set: ~17 min
-#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~60 .. 70 min.
+#   reconstruction (12 x 1000 test images) and 14 linear probes: ~2 min; total ~60 .. 70 min (measured ~65 min on the
+#   AMD EPYC before the equal-time fine-tunes; each adds ~1.5 min: results/mask_ratio_cpu/mr015/mr015-ftbudget.log).
 CPU_PRESET = SweepPreset(
     description="2-core CPU, ~70 min: ref model, the short recipe, all 50,000 images, 1 epoch per ratio, full test set",
     ratios=(0.25, 0.5, 0.75, 0.9),
