@@ -174,10 +174,9 @@ def check_run_steps(run: Path, planned: int) -> None:
     """Refuse the run in ``run`` (a checkpoint there) unless it is a run of the ``planned`` steps: its config.json
     holds them, or the steps its one re-fit made of them (``RUN/budget.json``: planned_steps and refit)."""
     held = rundir.load_config(run).train.steps
-    given = budget.read_budget(run) or {}
-    refitted = (given.get("refit") or {}).get("planned_steps") == held and given.get("planned_steps") != held
-    if held != planned and not (refitted and given["planned_steps"] == planned):
-        was = f" (re-fitted from {given['planned_steps']})" if refitted else ""
+    origin = (budget.read_budget(run) or {}).get("planned_steps", held)  # before a re-fit (its config.json: after)
+    if planned not in (held, origin):
+        was = f" (re-fitted from {origin})" if origin != held else ""
         raise ConfigError(f"{run} holds a run of {held} steps{was}, not the {planned} calibrated now; delete it to "
                           "train it again")  # fmt: skip
 
