@@ -17,7 +17,7 @@ import pytest
 from maelab import rundir
 from maelab.config import ConfigError, resolve_config
 from maelab.experiments import child
-from maelab.experiments.stages import Stages
+from maelab.experiments.stages import Stages, computed_span
 from maelab.train import TrainingError
 
 from .conftest import TINY_MODEL, write_image_folder
@@ -112,3 +112,24 @@ def test_stages_are_kept_and_settings_checked(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         Stages(path, {}, "a test")
+
+
+def test_stages_record_when_and_at_which_commit_each_was_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stage keeps the call that computed it, when it finished and the git commit, so a report can say when its
+    numbers were computed (not only when it was written); a stage of an older maelab has no such record."""
+    monkeypatch.setattr("maelab.runtime.git_commit", lambda: "abc123")
+    path = tmp_path / "state.json"
+    stages = Stages(path, {}, "a test")
+    stages.put("first", 1)
+    state = json.loads(path.read_text())
+    record = state["computed"]["first"]
+    assert state["stages"] == {"first": 1} and record["call"] == stages.call and record["git_commit"] == "abc123"
+    state["stages"]["older"] = 2  # recorded by a maelab that kept no "computed"
+    path.write_text(json.dumps(state))
+    again = Stages(path, {}, "a test")
+    assert again.computed() == {"first": record, "older": None}
+    span = f"stages computed {record['finished']} - {record['finished']} (git commit abc123)"
+    assert computed_span(again.computed()) == span + "; 1 of 2 stages older, undated"
+    assert computed_span({"older": None}) is None and computed_span(None) is None

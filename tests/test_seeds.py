@@ -14,6 +14,7 @@ from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
 from maelab.experiments.seeds import load_sweeps, seed_verdict, shared_metrics, write_seeds
+from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text
 from maelab.experiments.sweep_plan import VIEWS
 
 N = 1000  # test images of the fake sweeps
@@ -81,6 +82,8 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert [c["difference"] for c in pair["per_seed"]] == pytest.approx([-10.0, -10.0, -10.0])
     two = write_seeds(folders[:2], tmp_path / "out2").read_text()
     assert "(decided)" not in two and "fewer than 3 seeds" in two
+    # no budget, speed or machine records in these sweeps: those lines are left out
+    assert "Budget per seed" not in summary and "Warning" not in summary and "Note:" not in summary
 
 
 def test_committed_sweeps_without_an_equal_time_fine_tune_read_as_before() -> None:
@@ -95,6 +98,81 @@ def test_committed_sweeps_without_an_equal_time_fine_tune_read_as_before() -> No
         labels = [m[3] for m in shared_metrics(sweeps, view)]
         assert ("fine-tune" in labels) == (view == VIEWS[0])
         assert set(labels) == {name for row in recorded[view]["table"].values() for name in row}
+
+
+def _timed_sweep(
+    folder: Path, seed: int, capped: bool = True, budget: float = 100.0, speed: float = 120.0, cpu: str = "test CPU"
+) -> Path:
+    """A finished sweep of ratios 0.5 / 0.75 / 0.9 with its equal-time records: 0.75 sets the budget (``budget`` s at
+    ``speed`` img/s on ``cpu``), 0.5 has a budget checkpoint (102% of the budget), 0.9 is capped (its final
+    checkpoint, 63% of the budget) or, not ``capped``, has a budget checkpoint too (101%)."""
+    right = {"mr0.5": 500, "mr0.5-budget": 480, "mr0.75": 600, "mr0.9": 550, "mr0.9-budget": 560, "random-init": 400}
+    _fake_sweep(folder, seed, {p: n + seed for p, n in right.items()})
+    m = json.loads((folder / "metrics.json").read_text())
+    m["settings"].update(ratios=[0.5, 0.75, 0.9], budget_ratio=0.75)
+    m["environment"]["cpu_model"] = cpu
+    m["budget_seconds"], m["runs"] = budget, {"0.75": {"median_img_per_s": speed}}
+    nine = ("mr0.9", 0.63) if capped else ("mr0.9-budget", 1.01)
+    m["rows"] = [{"view": "equal epochs", "ratio": r, "point": f"mr{r}"} for r in (0.5, 0.75, 0.9)] + [
+        {"view": "equal time", "ratio": r, "point": p, "train_seconds": share * budget}
+        for r, (p, share) in ((0.5, ("mr0.5-budget", 1.02)), (0.75, ("mr0.75", 1.0)), (0.9, nine))
+    ]  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(m))
+    return folder
+
+
+def test_equal_time_names_each_point_and_counts_repeated_pairs_once(tmp_path: Path) -> None:
+    """At equal time 0.75 (sets the budget), capped 0.9 and the random init are their equal-epoch checkpoints: their
+    pairs repeat equal-epoch pairs, are marked so and left out of the count; each row says which point it is."""
+    folders = [_timed_sweep(tmp_path / f"s{i}", i) for i in range(3)]
+    summary = write_seeds(folders, tmp_path / "out").read_text()
+    equal_time = summary.split("## Equal time")[1]
+    assert "| mask 0.9 (final checkpoint, 63% of the budget) |" in equal_time
+    assert "| mask 0.5 (budget checkpoint, 102% of the budget) |" in equal_time
+    assert "| mask 0.75 (final checkpoint, sets the budget) |" in equal_time and "| random init |" in equal_time
+    # linear and k-NN (no equal-time fine-tune here) x 6 pairs, of which 3 repeat
+    assert " of 6 pairs; 6 more pairs repeat equal-epoch pairs" in equal_time
+    assert equal_time.count("(repeats the equal-epoch pair)") == 6
+    assert "Budget per seed (mask 0.75's training time, and its median img/s): seed 0 100.0 s (120 img/s)" in summary
+    assert "Warning" not in summary and "Note:" not in summary
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())["views"]["equal time"]
+    assert {(p["a"], p["b"]) for p in record["pairs"] if p["repeat"]} == {
+        ("mask 0.75", "mask 0.9"), ("mask 0.75", "random init"), ("mask 0.9", "random init")}  # fmt: skip
+    assert record["points"]["mask 0.9"]["kind"] == ["final checkpoint"] * 3
+
+
+def test_seeds_report_says_where_the_seeds_differ_beyond_settings(tmp_path: Path) -> None:
+    """Another machine, a budget and a speed 20% apart, and a ratio capped in two seeds but not the third: each is
+    said, and that ratio's pairs are no repeats."""
+    folders = [_timed_sweep(tmp_path / "s0", 0), _timed_sweep(tmp_path / "s2", 2),
+               _timed_sweep(tmp_path / "s1", 1, capped=False, budget=120.0, speed=100.0, cpu="other CPU")]  # fmt: skip
+    summary = write_seeds(folders, tmp_path / "out").read_text()
+    assert ("**Warning: the sweeps ran on different machines** (cpu_model test CPU (seed 0), test CPU (seed 2), "
+            "other CPU (seed 1);") in summary  # fmt: skip
+    assert "**Warning:** the budget differs by 20% across seeds" in summary
+    assert "**Warning:** the median img/s of mask 0.75 differs by 20% across seeds" in summary
+    assert ("Note: mask 0.9 is not the same kind of point in every seed (final checkpoint in seed 0, final checkpoint "
+            "in seed 2, budget checkpoint in seed 1)") in summary  # fmt: skip
+    assert "| mask 0.9 (final checkpoint, 63% of the budget; budget checkpoint, 101% of the budget) |" in summary
+    record = json.loads((tmp_path / "out" / "seeds.json").read_text())["views"]["equal time"]
+    assert {(p["a"], p["b"]) for p in record["pairs"] if p["repeat"]} == {("mask 0.75", "random init")}
+
+
+def test_committed_sweeps_show_their_equal_time_points_and_budgets() -> None:
+    """The committed sweeps (seed 0 written before the CPU's capability was recorded) are read without a crash: the
+    same machine, budgets 13% apart, and 0.9 capped in every seed at 59-75% of its budget."""
+    folders = [RESULTS, RESULTS / "seeds" / "seed1", RESULTS / "seeds" / "seed2"]
+    if not all((f / "metrics.json").is_file() for f in folders):
+        pytest.skip("the committed results are not in this checkout")
+    sweeps = load_sweeps(folders)
+    assert machine_warning(sweeps) is None
+    lines = budget_lines(sweeps)
+    assert "seed 0 420.7 s (122.75 img/s), seed 1 448.4 s (118.21 img/s)" in lines[0]
+    assert any("the budget differs by 13% across seeds" in line for line in lines)
+    assert not any("img/s of mask 0.75 differs" in line for line in lines)  # 118-127 img/s: within 10%
+    points = point_kinds(sweeps, ["mask 0.25", "mask 0.9"])
+    assert point_text(points["mask 0.9"]) == "final checkpoint, 59-75% of the budget"
+    assert points["mask 0.25"]["kind"] == ["budget checkpoint"] * 3
 
 
 def test_only_seeds_of_one_sweep_are_combined(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from maelab.eval.stats import pack_correct
 from maelab.experiments import child, sweep
 from maelab.experiments.sweep_findings import (
     accuracy_sentence,
+    capped_tag,
     finetune_spread_sentence,
     finetune_vs_scratch_sentence,
     reconstruction_sentences,
@@ -187,12 +188,22 @@ def test_sweep_resumes_after_interruption_and_writes_results(tmp_path: Path, mon
     assert "| fine-tune (%) |" in text and "| random init |" in text and "Fine-tuning (reduced recipe" in text
     assert "(0.1 warm-up epochs, then cosine)" in text  # what a 1-epoch fine-tune used: a tenth, not the default 1
     assert stages["finetune:mr0.75"]["warmup_steps"] == 0  # a tenth of its one step (40 images, batch 40), rounded
-    assert "Fine-tuning against the same budget from scratch (random init without layer decay" in text
+    # the baseline is the same fine-tuning recipe from scratch, not the same wall-clock budget
+    assert "Fine-tuning against the same fine-tuning recipe (1 epoch) from scratch (random init without layer" in text
+    assert "same budget from scratch" not in text
     assert "40%-80% (the MAE paper: insensitive to the ratio): not tested, 1 fine-tuned ratio" in text  # 0.25 is out
     equal_time = text.split("## Equal wall-clock budget")[1].split("## What it shows")[0]
     assert "| fine-tune (%) |" in equal_time and "| random init |" in equal_time  # one baseline, both views
     assert "and of each equal wall-clock checkpoint" in text
-    assert "Equal time: fine-tuning against the same budget from scratch (random init without layer decay" in text
+    assert "Equal time: fine-tuning against the same fine-tuning recipe (1 epoch) from scratch (random init" in text
+    # every ratio but the budget ratio measures its speed first, not only a slower one
+    assert "Every other ratio first trains 10% of its steps" in text and "A slower ratio first trains" not in text
+    # when and at which commit each stage was computed (over three calls), beside when the report was written
+    computed = json.loads((out / "sweep.json").read_text())["computed"]
+    assert metrics["stages_computed"] == {name: computed[name] for name in stages}
+    assert all(c["git_commit"] and c["call"] <= c["finished"] for c in computed.values())
+    first, last = min(c["finished"] for c in computed.values()), max(c["finished"] for c in computed.values())
+    assert "- Report written " in text and f"; stages computed {first} - {last} (git commit" in text
     assert metrics["environment"]["torch"] in text and "preset `cpu`" in text
     for name in ("accuracy_vs_ratio", "psnr_vs_ratio", "speed_vs_ratio", "loss_curves", "reconstruction_mr0.25",
                  "reconstruction_mr0.75", "reconstruction_mr0.25_at_mr0.75", "reconstruction_mr0.25-budget"):  # fmt: skip
@@ -288,6 +299,7 @@ def test_a_capped_ratio_reuses_its_equal_epoch_fine_tune(tmp_path: Path, monkeyp
     text = (out / "summary.md").read_text()
     assert "| fine-tune (%) |" in text.split("## Equal wall-clock budget")[1]
     assert "Equal time: fine-tuning" not in text  # the same checkpoints as at equal epochs: no repeated sentences
+    assert "0.5 (final checkpoint, 100% of the budget)" in text  # capped: its equal-time accuracy sentences say so
 
 
 def tiny_cli(folder: Path, out: Path, **train: object) -> dict[str, dict[str, object]]:
@@ -493,3 +505,27 @@ def test_finetune_sentences_claim_only_what_the_paired_statistics_show() -> None
     assert "not tested, 1 fine-tuned ratio in that range" in (finetune_spread_sentence(rows, evals) or "")
     assert finetune_vs_scratch_sentence(rows, evals) is None  # no from-scratch baseline
     assert finetune_spread_sentence(rows, {}) is None and finetune_vs_scratch_sentence(rows, {}) is None
+
+
+def test_equal_time_sentences_tag_a_capped_ratio(tmp_path: Path) -> None:
+    """At equal time a capped ratio stands in with its final checkpoint, which used only part of the budget: the
+    sentences say so after its ratio; a budget checkpoint and the budget ratio get no tag."""
+    folder = write_image_folder(tmp_path / "data", per_class=2, size=16)
+    plan = tiny_plan(folder, tmp_path / "sweep", (0.5, 0.75, 0.9))
+    n, rng = 2000, np.random.default_rng(2)
+    a = np.zeros(n, dtype=bool)
+    a[rng.choice(n, 1200, replace=False)] = True  # 60%
+    scratch = a.copy()
+    scratch[np.flatnonzero(a)[:300]] = False  # 45%
+    flags = {"mr0.5-budget": a, "mr0.75": a.copy(), "mr0.9": a.copy(), "random-init": scratch}
+    evals = {p: {"finetune": {"top1": 100.0 * f.mean(), "test_correct": pack_correct(f), "recipe": {"epochs": 3}}}
+             for p, f in flags.items()}  # fmt: skip
+    rows = [{"ratio": r, "point": p, "train_seconds": s, "test_images": n}
+            for r, p, s in ((0.5, "mr0.5-budget", 104.0), (0.75, "mr0.75", 100.0), (0.9, "mr0.9", 63.0))]  # fmt: skip
+    assert plan.budget_ratio == 0.75
+    tag = capped_tag(plan, rows)
+    vs = finetune_vs_scratch_sentence(rows, evals, tag=tag)
+    assert vs is not None and "against the same fine-tuning recipe (3 epochs) from scratch (random init" in vs
+    assert "0.9 (final checkpoint, 63% of the budget) (+15.00 [" in vs
+    assert "0.5 (+15.00 [" in vs and "0.75 (+15.00 [" in vs  # a budget checkpoint, the budget ratio: no tag
+    assert "final checkpoint" not in (finetune_vs_scratch_sentence(rows, evals) or "")  # equal epochs: untagged

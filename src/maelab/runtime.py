@@ -244,14 +244,20 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def git_commit() -> str:
+    """The git commit of this maelab checkout, " (with uncommitted changes)" when its tracked files differ, or
+    "unknown" outside a checkout."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown"
+
+
 def environment(device: str) -> dict[str, Any]:
     """Date, git commit, torch / Python versions, CPU (lscpu model name, cores) and GPU of this machine."""
     cpu = _lscpu()
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     env = {
         "date": datetime.now().isoformat(timespec="seconds"),
-        "git_commit": (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown",
+        "git_commit": git_commit(),
         "torch": torch.__version__, "python": platform.python_version(),
         "cpu_model": cpu.get("Model name", platform.processor() or "unknown"),
         "cpu_cores": int(cpu.get("CPU(s)", os.cpu_count() or 0)), "torch_threads": torch.get_num_threads(),

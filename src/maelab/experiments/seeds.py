@@ -30,6 +30,8 @@ from maelab.eval.knn import PAIRED_K
 from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, write_json
 from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
+from maelab.experiments.seeds_checks import budget_lines, machine_warning, mixed_kind_notes, point_kinds, point_text
+from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import packed_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
 
@@ -192,11 +194,16 @@ def _points(sweep: dict[str, Any], view: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ combining
 def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
-    """{view: {"table": {label: {metric label: {per_seed, spread}}}, "pairs": [...]}} over the seeds."""
+    """{view: {"table": {label: {metric label: {per_seed, spread}}}, "pairs": [...]}} over the seeds. At equal time
+    also "points" (:func:`~maelab.experiments.seeds_checks.point_kinds`: which checkpoint each label is in each seed)
+    and each pair's "repeat": both its points are their equal-epoch checkpoints in every seed (e.g. a capped ratio
+    or the budget ratio vs the random init), so its verdict is the equal-epoch pair's."""
     out: dict[str, Any] = {}
+    epochs = [_points(s, VIEWS[0]) for s in sweeps]
     for view in VIEWS:
         points = [_points(s, view) for s in sweeps]
         labels = [lbl for lbl in points[0] if all(lbl in p for p in points)]
+        same = {lbl for lbl in labels if all(p[lbl] == e.get(lbl) for p, e in zip(points, epochs, strict=True))}
         table: dict[str, dict[str, Any]] = {lbl: {} for lbl in labels}
         pairs: list[dict[str, Any]] = []
         for _, kind, pooling, mlabel in shared_metrics(sweeps, view):
@@ -207,8 +214,13 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
             for lbl in have:
                 acc = [float(f.mean() * 100) for f in per[lbl]]
                 table[lbl][mlabel] = seed_entry(acc)
-            pairs += [seed_pair(mlabel, a, b, per[a], per[b]) for a, b in combinations(have, 2)]
+            for a, b in combinations(have, 2):
+                pairs.append(seed_pair(mlabel, a, b, per[a], per[b]))
+                if view != VIEWS[0]:
+                    pairs[-1]["repeat"] = a in same and b in same
         out[view] = {"table": table, "pairs": pairs}
+        if view != VIEWS[0]:
+            out[view]["points"] = point_kinds(sweeps, labels)
     return out
 
 
@@ -228,17 +240,26 @@ def seed_cell(entry: dict[str, Any] | None, digits: int = 2, interval: bool = Fa
     return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f"{ci} ({seeds})"
 
 
+def _sweep_line(s: dict[str, Any]) -> str:
+    """One sweep read: folder, seed, when and at which commit its report was written (and its stages computed,
+    where recorded), and its CPU."""
+    env, span = s["environment"], computed_span(s.get("stages_computed"))
+    return (f"- `{s['folder']}`: seed {s['seed']}, report {env.get('date', '?')}, commit {env.get('git_commit', '?')}"
+            f"{'; ' + span if span else ''}; {env.get('cpu_model', '?')}")  # fmt: skip
+
+
 def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
-    """The report: what was read, the per-ratio table of each view (mean ± SD over seeds, then each seed)
-    and every pair's verdict over seeds."""
+    """The report: what was read (and where the machines differ), the per-ratio table of each view (mean ± SD over
+    seeds, then each seed; at equal time which checkpoint each ratio is, and each seed's budget) and every pair's
+    verdict over seeds (at equal time the pairs that repeat an equal-epoch pair are marked and counted apart)."""
     seeds = [s["seed"] for s in sweeps]
+    machines = machine_warning(sweeps)
     lines = [
         f"# Mask-ratio sweep over {len(sweeps)} seed{'s' if len(sweeps) > 1 else ''} ({', '.join(map(str, seeds))})", "",
         *([f"Command: `{command}`", ""] if command else []),
         "Sweeps read (one per seed, otherwise the same settings):", "",
-        *[f"- `{s['folder']}`: seed {s['seed']}, {s['environment'].get('date', '?')}, commit "
-          f"{s['environment'].get('git_commit', '?')}, {s['environment'].get('cpu_model', '?')}" for s in sweeps],
-        "",
+        *[_sweep_line(s) for s in sweeps], "",
+        *([machines, ""] if machines else []),
         f"Cells: mean ± SD over seeds (each seed's accuracy in brackets), top-1 % on the same test images. Rule: "
         f"A beats B is decided only with >= {MIN_SEEDS} seeds, every seed's paired test (McNemar p < 0.05 and a "
         "95% paired-bootstrap interval excluding 0) in the same direction, and the 95% t-interval of the mean "
@@ -246,15 +267,21 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         "",
     ]  # fmt: skip
     for view, part in combined.items():
-        table = part["table"]
+        table, points = part["table"], part.get("points", {})
         names = list(dict.fromkeys(n for row in table.values() for n in row))
-        lines += [f"## {view.capitalize()}", "", markdown_table(
-            ["encoder", *names], [[lbl, *(seed_cell(row.get(n)) for n in names)] for lbl, row in table.items()],
+        lines += [f"## {view.capitalize()}", "", *(budget_lines(sweeps) if view != VIEWS[0] else []), markdown_table(
+            ["encoder", *names],
+            [[lbl + (f" ({point_text(points[lbl])})" if lbl in points else ""), *(seed_cell(row.get(n)) for n in names)]
+             for lbl, row in table.items()],
             "l" + "r" * len(names),
-        )]  # fmt: skip
-        decided = [p for p in part["pairs"] if p["winner"]]
-        lines += [f"Decided: {len(decided)} of {len(part['pairs'])} pairs.", ""]
-        lines += [f"- {p['metric']}: {p['text']}" for p in part["pairs"]]
+        ), *(f"{note}\n" for note in mixed_kind_notes(points, seeds))]  # fmt: skip
+        fresh = [p for p in part["pairs"] if not p.get("repeat")]
+        repeats = len(part["pairs"]) - len(fresh)
+        again = (f"; {repeats} more pairs repeat equal-epoch pairs (the same checkpoints in every seed, so the same "
+                 "verdicts) and are not counted again") if repeats else ""  # fmt: skip
+        lines += [f"Decided: {sum(1 for p in fresh if p['winner'])} of {len(fresh)} pairs{again}.", ""]
+        lines += [f"- {p['metric']}: {p['text']}" + (" (repeats the equal-epoch pair)" if p.get("repeat") else "")
+                  for p in part["pairs"]]  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 

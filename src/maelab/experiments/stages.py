@@ -1,10 +1,10 @@
 """Resumable stages of an experiment: ``OUT/<state>.json`` holds the settings and every finished stage.
 
-The file is ``{"settings": {...}, "stages": {name: result}}``, rewritten atomically after each
-stage, so an experiment stopped at any point (Ctrl-C, a crash, a lost machine) is continued by
-running it again with the same settings: finished stages are read back, not redone. Running it
-with other settings is refused with the keys that differ, since mixing the two would report
-numbers that no single setting produced.
+The file is ``{"settings": {...}, "stages": {name: result}, "computed": {name: {call, finished, git_commit}}}``
+(when and at which git commit each stage was computed), rewritten atomically after each stage, so an
+experiment stopped at any point (Ctrl-C, a crash, a lost machine) is continued by running it again with
+the same settings: finished stages are read back, not redone. Running it with other settings is refused
+with the keys that differ, since mixing the two would report numbers that no single setting produced.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Stages:
         # When this call of the experiment began: results (e.g. speeds) measured in different calls saw the
         # machine in different states, so stages can say which call produced them.
         self.call = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.commit: str | None = None  # the git commit of this call, read when it first records a stage
         self.config_keys, self.option_defaults, self.ignore = tuple(config_keys), option_defaults or {}, tuple(ignore)
         now = self._normalized(settings)
         if not self.path.is_file():
@@ -91,10 +92,23 @@ class Stages:
         return self.data["stages"].get(name)
 
     def put(self, name: str, value: T) -> T:
-        """Record stage ``name`` as finished with ``value`` (JSON-able) and rewrite the file; returns ``value``."""
+        """Record stage ``name`` as finished with ``value`` (JSON-able), and when and at which git commit this call
+        computed it (``computed``), and rewrite the file; returns ``value``."""
+        if self.commit is None:
+            from maelab.runtime import git_commit
+
+            self.commit = git_commit()
         self.data["stages"][name] = value
+        record = {"call": self.call, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": self.commit}
+        self.data.setdefault("computed", {})[name] = record
         self.save()
         return value
+
+    def computed(self) -> dict[str, dict[str, str] | None]:
+        """{stage name: its ``computed`` record (call, finished, git_commit)}, None for a stage recorded by an older
+        maelab (which kept no such record)."""
+        record = self.data.get("computed") or {}
+        return {name: record.get(name) for name in self.data["stages"]}
 
     def once(self, name: str, compute: Callable[[], T]) -> T:
         """The stored result of stage ``name``, or ``compute()`` recorded as it (the stage runs once)."""
@@ -104,3 +118,16 @@ class Stages:
     def save(self) -> None:
         """Rewrite the file atomically (a crash leaves the previous version, never half a file)."""
         write_json(self.path, self.data)
+
+
+def computed_span(computed: dict[str, dict[str, str] | None] | None) -> str | None:
+    """The words ``stages computed <first> - <last> (git commit C)`` of :meth:`Stages.computed` (the
+    ``stages_computed`` of a metrics.json), with how many stages predate that record; None where none has it."""
+    known = [c for c in (computed or {}).values() if c]
+    if not known:
+        return None
+    times = sorted(c["finished"] for c in known)
+    commits = sorted({c["git_commit"] for c in known})
+    text = f"stages computed {times[0]} - {times[-1]} (git commit{'s' * (len(commits) > 1)} {', '.join(commits)})"
+    missing = len(computed or {}) - len(known)
+    return text + (f"; {missing} of {len(computed or {})} stages older, undated" if missing else "")

@@ -18,10 +18,11 @@ Results folder (``OUT``)::
     summary.md, summary.csv, metrics.json
 
 Stages (recorded in ``sweep.json``): ``pretrain:mr<R>`` (a finished run's speed and loss),
-``budget:mr<R>`` (a slower ratio's budget step, its checkpoint kept), ``eval:<point>``,
-``finetune:mr<R>``, ``finetune:mr<R>-budget`` and ``finetune:random-init`` (top-1 and per-image test
-flags). A ratio whose run ends before the budget (``capped``) and the budget ratio use their final
-checkpoint in both views, so their equal-time fine-tune is the equal-epoch one, not a second run. A
+``budget:mr<R>`` (each ratio but the budget ratio: its speed probe and budget step; a slower ratio's checkpoint
+kept), ``eval:<point>``, ``finetune:mr<R>``, ``finetune:mr<R>-budget`` and ``finetune:random-init`` (top-1 and
+per-image test flags), each with when and at which git commit it was computed (metrics.json
+``stages_computed``). A ratio whose run ends before the budget (``capped``) and the budget ratio use their
+final checkpoint in both views, so their equal-time fine-tune is the equal-epoch one, not a second run. A
 pretraining run stopped mid-way continues from its newest checkpoint, and an evaluation whose file
 exists is read back. Each pretraining segment runs in a fresh process (:mod:`maelab.experiments.child`).
 
@@ -308,4 +309,4 @@ def run_sweep(plan: SweepPlan, command: str = "") -> Path:
         tuned = [(p, s) for r, p, s in points if p == run_name(r) or can_finetune(plan, stages, p, s)]
         for point, result in finetune_all(plan, stages, tuned, data).items():
             evals[point] = {**evals[point], "finetune": result}  # a copy: the eval stage's record stays as it is
-    return write_results(plan, stats, budgets, evals, command)
+    return write_results(plan, stats, budgets, evals, command, stages.computed())

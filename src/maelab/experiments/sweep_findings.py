@@ -7,9 +7,11 @@ written by an older maelab hold no per-image flags: those sentences use the unpa
 say so. Reconstruction is read at each model's own ratio AND under the same masks, and the sentence
 says which effect the numbers show (a harder task, a train/test mask-ratio mismatch, or a model
 that reconstructs worse). Fine-tuning (at equal epochs, and at equal time when its budget checkpoints
-were fine-tuned) is read against the same budget from scratch and, for the MAE paper's claim that its
-accuracy is insensitive to the mask ratio across 40-80%, by every paired difference between the
-swept ratios in that range: "insensitive" only when none is beyond noise.
+were fine-tuned) is read against the random-init encoder fine-tuned from scratch with the same recipe
+and epochs and, for the MAE paper's claim that its accuracy is insensitive to the mask ratio across
+40-80%, by every paired difference between the swept ratios in that range: "insensitive" only when none
+is beyond noise. At equal time a capped ratio (its run ended before the budget) is tagged with the share
+of the budget its final checkpoint used.
 """
 
 from __future__ import annotations
@@ -20,10 +22,29 @@ from typing import Any
 
 from maelab.eval.paired import RANDOM_LABEL
 from maelab.experiments.compare_stats import Score, judge, paired
-from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS, SweepPlan, knn_k
+from maelab.experiments.sweep_plan import CAPPED, RANDOM_INIT, VIEWS, SweepPlan, budget_share, equal_time_kind, knn_k
 
 # The MAE paper: fine-tuning accuracy is insensitive to the mask ratio across 40-80% (ratios in this range).
 INSENSITIVE_RANGE = (0.4, 0.8)
+
+
+def _untagged(row: dict[str, Any]) -> str:
+    """No words after a ratio (every view but equal time)."""
+    return ""
+
+
+def capped_tag(plan: SweepPlan, rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+    """The words after a ratio in the equal-time sentences (``rows``: that view): " (final checkpoint, 63% of the
+    budget)" for a capped ratio, whose run ended before the budget, "" for the others."""
+    budget_s = next((r.get("train_seconds") for r in rows if r["ratio"] == plan.budget_ratio), None)
+
+    def tag(row: dict[str, Any]) -> str:
+        if equal_time_kind(row["ratio"], row.get("point", ""), plan.budget_ratio) != CAPPED:
+            return ""
+        share = budget_share(row.get("train_seconds"), budget_s)
+        return f" ({CAPPED}" + (f", {share:.0%} of the budget" if share is not None else "") + ")"
+
+    return tag
 
 
 def packed_correct(evals: dict[str, Any], point: str | None, kind: str, pooling: str, k: str) -> dict[str, Any] | None:
@@ -50,18 +71,20 @@ def _best(rows: list[dict[str, Any]], key: str) -> tuple[dict[str, Any], dict[st
 
 
 def accuracy_sentence(
-    rows: list[dict[str, Any]], evals: dict[str, Any], metric: tuple[str, str, str, str], k: str
-) -> str:
-    """The best ratio for one metric and, paired on the same images, whether it beats the next one."""
+    rows: list[dict[str, Any]], evals: dict[str, Any], metric: tuple[str, str, str, str], k: str,
+    tag: Callable[[dict[str, Any]], str] = _untagged,
+) -> str:  # fmt: skip
+    """The best ratio for one metric and, paired on the same images, whether it beats the next one (``tag(row)``:
+    words after a ratio, see :func:`capped_tag`)."""
     key, kind, pooling, label = metric
     best, second = _best(rows, key)
-    text = f"{label}: best at mask ratio {best['ratio']:g} ({best[key]:.2f}%)"
+    text = f"{label}: best at mask ratio {best['ratio']:g}{tag(best)} ({best[key]:.2f}%)"
     if second is None:
         return text + "."
     a = Score(best[key], packed_correct(evals, best.get("point"), kind, pooling, k))
     b = Score(second[key], packed_correct(evals, second.get("point"), kind, pooling, k))
     j = judge(f"mask {best['ratio']:g}", a, f"mask {second['ratio']:g}", b, best["test_images"])
-    return f"{text}; against the next ({second['ratio']:g}: {second[key]:.2f}%): {j.text}."
+    return f"{text}; against the next ({second['ratio']:g}{tag(second)}: {second[key]:.2f}%): {j.text}."
 
 
 def random_init_sentence(
@@ -77,9 +100,12 @@ def random_init_sentence(
     return f"Against the random-init encoder ({label}, {random_init[key]:.2f}%, same pooling): {parts}."
 
 
-def _grouped(rows: list[dict[str, Any]], score_of: Callable[[dict[str, Any]], Score | None], base: Score) -> str:
+def _grouped(
+    rows: list[dict[str, Any]], score_of: Callable[[dict[str, Any]], Score | None], base: Score,
+    tag: Callable[[dict[str, Any]], str] = _untagged,
+) -> str:  # fmt: skip
     """Each ratio's score (``score_of(row)``; None: skipped) against ``base``, paired on the same images, grouped
-    as ``above it at ...; a tie with it at ...; below it at ...``."""
+    as ``above it at ...; a tie with it at ...; below it at ...`` (``tag(row)``: words after a ratio)."""
     groups: dict[str, list[str]] = {"above": [], "a tie with": [], "below": []}
     for r in sorted(rows, key=lambda r: r["ratio"]):
         score = score_of(r)
@@ -88,7 +114,7 @@ def _grouped(rows: list[dict[str, Any]], score_of: Callable[[dict[str, Any]], Sc
         name = f"mask {r['ratio']:g}"
         j = judge(name, score, RANDOM_LABEL, base, r["test_images"])
         group = "a tie with" if j.winner is None else "above" if j.winner == name else "below"
-        groups[group].append(f"{r['ratio']:g} ({j.numbers})")
+        groups[group].append(f"{r['ratio']:g}{tag(r)} ({j.numbers})")
     return "; ".join(f"{g} it at {', '.join(v)}" for g, v in groups.items() if v)
 
 
@@ -103,25 +129,32 @@ def _seeds(seeds: int) -> str:
     return ("one seed" if seeds == 1 else f"{seeds} seeds") + ": the intervals cover test-image noise, not seed noise"
 
 
-def finetune_vs_scratch_sentence(rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1) -> str | None:
-    """Each fine-tuned ratio against the same budget from scratch (random init, no layer decay), paired on the
-    same test images; None without a fine-tuned baseline."""
+def finetune_vs_scratch_sentence(
+    rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1, tag: Callable[[dict[str, Any]], str] = _untagged
+) -> str | None:
+    """Each fine-tuned ratio against the random init fine-tuned with the same recipe and epochs (from scratch, no
+    layer decay), paired on the same test images; None without a fine-tuned baseline. ``tag(row)``: words after a
+    ratio."""
     base = _finetuned(evals, RANDOM_INIT)
     if base is None:
         return None
-    parts = _grouped(rows, lambda r: _finetuned(evals, r.get("point")), base)
+    parts = _grouped(rows, lambda r: _finetuned(evals, r.get("point")), base, tag)
+    epochs = (evals[RANDOM_INIT]["finetune"].get("recipe") or {}).get("epochs")
+    recipe = "the same fine-tuning recipe" + (f" ({epochs} epoch{'s' * (epochs != 1)})" if epochs else "")
     return (
-        f"Fine-tuning against the same budget from scratch (random init without layer decay, {base.accuracy:.2f}%): "
+        f"Fine-tuning against {recipe} from scratch (random init without layer decay, {base.accuracy:.2f}%): "
         f"{parts} ({_seeds(seeds)})."
     )
 
 
 def finetune_spread_sentence(
-    rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1, within: tuple[float, float] = INSENSITIVE_RANGE
-) -> str | None:
+    rows: list[dict[str, Any]], evals: dict[str, Any], seeds: int = 1, within: tuple[float, float] = INSENSITIVE_RANGE,
+    tag: Callable[[dict[str, Any]], str] = _untagged,
+) -> str | None:  # fmt: skip
     """Whether fine-tuning is insensitive to the mask ratio ``within`` the range (the MAE paper's claim): every
     pair of fine-tuned ratios in it, paired on the same images; "no difference detected" only if no pair
-    differs beyond noise, with the largest difference and its interval. None when nothing was fine-tuned."""
+    differs beyond noise, with the largest difference and its interval. None when nothing was fine-tuned.
+    ``tag(row)``: words after a ratio."""
     scored = [(r, _finetuned(evals, r.get("point"))) for r in sorted(rows, key=lambda r: r["ratio"])]
     tuned = [(r, score) for r, score in scored if score is not None]
     if not tuned:
@@ -142,7 +175,7 @@ def finetune_spread_sentence(
             f"p = {r.p_value:.3g}, n = {r.n})"
         )  # fmt: skip
         judged.append((sa.accuracy - sb.accuracy, part, j.winner is not None))
-    ratios = ", ".join(f"{r['ratio']:g} ({score.accuracy:.2f}%)" for r, score in inside)
+    ratios = ", ".join(f"{r['ratio']:g}{tag(r)} ({score.accuracy:.2f}%)" for r, score in inside)
     beyond = [part for _, part, won in judged if won]
     if not beyond:
         return (
@@ -240,7 +273,8 @@ def findings(
     for view in VIEWS:
         vr = [r for r in rows if r["view"] == view]
         if len(vr) > 1:
-            out += [f"{view.capitalize()}: " + accuracy_sentence(vr, evals, m, k) for m in _metrics(plan)]
+            tag = capped_tag(plan, vr) if view == VIEWS[1] else _untagged
+            out += [f"{view.capitalize()}: " + accuracy_sentence(vr, evals, m, k, tag) for m in _metrics(plan)]
     for m in _metrics(plan):
         sentence = random_init_sentence(eq, evals, random_init, m, k)
         if sentence:
@@ -249,7 +283,8 @@ def findings(
     et = [r for r in rows if r["view"] == VIEWS[1]]
     # Equal time, when every checkpoint of it was fine-tuned and one differs from the equal-epoch ones (a budget one).
     if et and all("finetune" in r for r in et) and {r["point"] for r in et} != {r["point"] for r in eq}:
-        for s in (finetune_vs_scratch_sentence(et, evals), finetune_spread_sentence(et, evals)):
+        tag = capped_tag(plan, et)
+        for s in (finetune_vs_scratch_sentence(et, evals, tag=tag), finetune_spread_sentence(et, evals, tag=tag)):
             if s:
                 out.append(f"{VIEWS[1].capitalize()}: {s[0].lower()}{s[1:]}")
     rec = [r for r in eq if "psnr_common" in r and "psnr_own" in r]

@@ -19,8 +19,8 @@ from maelab.config.experiments import EvalSettings, SweepOptions
 from maelab.experiments.stages import Stages
 from maelab.rundir import training_seconds
 
-# The slower ratios first train this fraction of their steps to measure their speed, which sets
-# the step at which they reach the equal wall-clock budget.
+# Every ratio but the budget ratio first trains this fraction of its steps to measure its speed, which sets the step
+# at which it reaches the equal wall-clock budget (a faster ratio's whole run may fit in it: "capped").
 PROBE_FRACTION = 0.1
 STATE_FILE = "sweep.json"
 VIEWS = ("equal epochs", "equal time")  # the two comparisons of the report: same epochs, same training time
@@ -121,6 +121,24 @@ def budget_point(ratio: float) -> str:
 def knn_k(plan: SweepPlan) -> str:
     """The k shown in tables, sentences and plots: 20 (DINO's default) when evaluated."""
     return "20" if 20 in plan.eval.ks else str(plan.eval.ks[0])
+
+
+# What an equal-time row's checkpoint is (:func:`equal_time_kind`).
+SETS_BUDGET, CAPPED, BUDGET_CHECKPOINT = "final checkpoint, sets the budget", "final checkpoint", "budget checkpoint"
+
+
+def equal_time_kind(ratio: float, point: str, budget_ratio: float | None) -> str:
+    """The checkpoint an equal-time row of ``ratio`` uses (``point``): the budget ratio's final one
+    (:data:`SETS_BUDGET`), a capped ratio's final one (its run ended before the budget: :data:`CAPPED`) or its
+    budget checkpoint (:data:`BUDGET_CHECKPOINT`). The first two are the equal-epoch checkpoints."""
+    if ratio == budget_ratio:
+        return SETS_BUDGET
+    return CAPPED if point == run_name(ratio) else BUDGET_CHECKPOINT
+
+
+def budget_share(train_seconds: float | None, budget_s: float | None) -> float | None:
+    """The fraction of the budget a checkpoint's training time used; None where either is not recorded."""
+    return train_seconds / budget_s if train_seconds is not None and budget_s else None
 
 
 def budget_step(

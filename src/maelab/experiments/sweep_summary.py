@@ -16,6 +16,7 @@ from maelab.eval.finetune import MAX_WARMUP_FRACTION
 from maelab.eval.results import fmt, markdown_table, with_se, write_summary_files
 from maelab.experiments.compare_stats import UNPAIRED_NOTE
 from maelab.experiments.plots import plot_sweep
+from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import findings
 from maelab.experiments.sweep_plan import (
     PROBE_FRACTION,
@@ -183,7 +184,8 @@ def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None, budget
     warmup = min(f["warmup_epochs"], MAX_WARMUP_FRACTION * f["epochs"])  # what finetune() used (older records: capped)
     base = ""
     if scratch is not None:
-        base = f"; the random-init encoder from scratch with the same budget, layer decay {scratch['layer_decay']:g}"
+        base = ("; the random-init encoder from scratch with the same recipe and epochs, layer decay "
+                f"{scratch['layer_decay']:g}")  # fmt: skip
     points = "each ratio's final checkpoint"
     if budget:
         points += (" and of each equal wall-clock checkpoint (the budget ratio and a ratio whose run ended "
@@ -199,8 +201,8 @@ def _finetune_line(tuned: dict[str, Any], scratch: dict[str, Any] | None, budget
 
 BUDGET_TEXT = """Every ratio gets the training time of the mask-{b:g} run: {budget:.0f} s of training steps, measured
 from its metrics.jsonl (the seconds of each logged window, so process start, data loading and model
-building are left out for every run alike). A slower ratio first trains {probe:.0%} of its steps; its
-measured seconds per step give the step at which its time runs out. The run stops there, that
+building are left out for every run alike). Every other ratio first trains {probe:.0%} of its steps; its
+measured seconds per step give the step at which its time runs out. A slower ratio's run stops there, that
 checkpoint is kept (budget/mr<R>/checkpoint) and evaluated, and the run then continues to its end for
 the equal-epoch view, so both views come from one training run. Two biases, both stated: a budget
 checkpoint is mid-schedule (its learning rate has not decayed), which handicaps the slower ratios
@@ -213,17 +215,21 @@ is what each checkpoint actually used, measured after the fact.
 def summary_markdown(
     plan: SweepPlan, env: dict[str, Any], command: str, rows: list[dict[str, Any]],
     stats: dict[float, dict[str, Any]], evals: dict[str, dict[str, Any]], budget_s: float | None,
+    computed: dict[str, Any] | None = None,
 ) -> str:  # fmt: skip
-    """summary.md: the command, environment, settings, tables, findings and figures."""
+    """summary.md: the command, environment, settings, tables, findings and figures; ``computed``: when and at which
+    git commit each stage was computed (:meth:`~maelab.experiments.stages.Stages.computed`)."""
     random_init = _random_init_metrics(evals)
     single = len(plan.ratios) == 1
     title = "Reconstruction study" if single else "Mask-ratio sweep"
     hw = hardware_text(env)
+    span = computed_span(computed)  # when the numbers were computed, beside when the report was written
     lines = [
         f"# {title} (preset `{plan.preset}`)", "",
         f"- Command: `{command or '(Python API)'}`",
         f"- Preset `{plan.preset}`: {PRESETS[plan.preset].description}",
-        f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
+        f"- Report written {env['date']}, git commit {env['git_commit']}{'; ' + span if span else ''}; torch "
+        f"{env['torch']}, Python {env['python']}",
         f"- Hardware: {hw}; device {env['device']}",
         *_settings_lines(plan, stats, evals), "",
         f"## {'Results' if single else 'Equal epochs'}", "", _table(plan, rows, VIEWS[0], baseline_rows(evals)),
@@ -269,9 +275,10 @@ def summary_markdown(
 
 def write_results(
     plan: SweepPlan, stats: dict[float, dict[str, Any]], budgets: dict[float, dict[str, Any]],
-    evals: dict[str, dict[str, Any]], command: str = "",
+    evals: dict[str, dict[str, Any]], command: str = "", computed: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
-    """Write summary.md, summary.csv, metrics.json and the plots into OUT; returns summary.md's path."""
+    """Write summary.md, summary.csv, metrics.json and the plots into OUT; returns summary.md's path. ``computed``:
+    when and at which git commit each stage was computed (metrics.json ``stages_computed``)."""
     rows = collect_rows(plan, stats, budgets, evals)
     random_init = _random_init_metrics(evals)
     budget_s = stats[plan.budget_ratio]["train_seconds"] if plan.budget_ratio is not None else None
@@ -280,8 +287,8 @@ def write_results(
     metrics = {
         "command": command, "environment": env, "settings": plan.to_dict(), "budget_seconds": budget_s,
         "budgets": {f"{r:g}": b for r, b in budgets.items()}, "runs": {f"{r:g}": s for r, s in stats.items()},
-        "rows": rows, "random_init": random_init, "evaluations": evals,
+        "rows": rows, "random_init": random_init, "evaluations": evals, "stages_computed": computed or {},
     }  # fmt: skip
-    markdown = summary_markdown(plan, env, command, rows, stats, evals, budget_s)
+    markdown = summary_markdown(plan, env, command, rows, stats, evals, budget_s, computed)
     metrics["rows"] = rows + baseline_rows(evals)  # the from-scratch baseline: a row of metrics.json and summary.csv
     return write_summary_files(plan.out, metrics, metrics["rows"], markdown)
