@@ -295,6 +295,13 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert stages["finetune:random init"]["layer_decay"] == 1.0 and stages["finetune:MAE"]["layer_decay"] == 0.75
     assert set(stages["frozen"]["knn_correct"]["MAE"]) == {"cls", "mean"} and "test_correct" in stages["finetune:DINO"]
     assert rows[0]["finetune_layer_decay"] == "0.75" and rows[-1]["finetune_layer_decay"] == "1.0"
+    # When and at which commit each stage was computed: under the sweep's key (only), and said under the date.
+    stored = json.loads((out / "metrics.json").read_text())
+    computed = stored["stages_computed"]
+    assert "computed" not in stored and set(computed) == set(stages)
+    assert all(c and c["git_commit"] and c["call"] <= c["finished"] for c in computed.values())
+    first, last = min(c["finished"] for c in computed.values()), max(c["finished"] for c in computed.values())
+    assert f"\n- Stages computed {first} - {last} (git commit " in summary
 
     # A re-run with the same settings trains and evaluates nothing again: it only rewrites the report.
     def fail(*args: object, **kwargs: object) -> None:
@@ -306,12 +313,16 @@ def test_tiny_compare_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     run_compare(cfg, opts, out)
     body = summary[summary.index("Encoder:") :]  # the header has this call's date and wall time
     assert (out / "summary.md").read_text().endswith(body)
+    assert json.loads((out / "metrics.json").read_text())["stages_computed"] == computed  # none re-dated
+    assert f"- Stages computed {first} - {last} (git commit " in (out / "summary.md").read_text()
     # A metrics.json written before an option existed resumes: the option takes its default.
     stored = json.loads((out / "metrics.json").read_text())
     del stored["settings"]["config"]["train"]["weight_decay_end"], stored["settings"]["options"]["equal_time"]
+    del stored["stages_computed"]  # nor when its stages were computed: no such line
     (out / "metrics.json").write_text(json.dumps(stored))
     run_compare(cfg, opts, out)
-    assert (out / "summary.md").read_text().endswith(body)
+    assert (out / "summary.md").read_text().endswith(body) and "Stages computed" not in (out / "summary.md").read_text()
+    assert set(json.loads((out / "metrics.json").read_text())["stages_computed"].values()) == {None}
     # Other settings are refused, and the error names what differs.
     with pytest.raises(ConfigError, match=r"other settings \(options.linear_epochs: \d+ before, 3 now"):
         run_compare(cfg, CompareOptions(**{**opts.__dict__, "linear_epochs": 3}), out)

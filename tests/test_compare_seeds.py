@@ -134,3 +134,21 @@ def test_comparison_seeds_need_per_image_results_on_the_same_test_images(tmp_pat
     fewer = _edit_metrics(_fake_compare(tmp_path / "fewer", 2, right), fewer_images)
     with pytest.raises(ConfigError, match=r"fewer: k-NN cls of MAE was scored on 500 test images but .*s0 on 1000"):
         load_compares([first, fewer])
+
+
+def test_each_comparison_read_says_when_its_stages_were_computed(tmp_path: Path) -> None:
+    """A comparison whose metrics.json records when its stages were computed (``stages_computed``, as a sweep's) shows
+    that span on its line, with the stages that predate the record counted; one of an older maelab shows none."""
+    right = {"MAE": 600, "DINO": 500, "DINO (equal time)": 450, "random init": 400}
+    old, dated = _fake_compare(tmp_path / "s0", 0, right), _fake_compare(tmp_path / "s1", 1, right)
+    metrics = json.loads((dated / "metrics.json").read_text())
+    metrics["stages_computed"] = {
+        "pretrain:mae": {"call": "2026-11-30T09:00:00", "finished": "2026-11-30T10:00:00", "git_commit": "c9"},
+        "pretrain:dino": {"call": "2026-11-30T09:00:00", "finished": "2026-11-30T12:00:00", "git_commit": "c9"},
+        "frozen": None,  # recorded before the record was kept
+    }
+    (dated / "metrics.json").write_text(json.dumps(metrics))
+    summary = write_compare_seeds([old, dated], tmp_path / "out").read_text()
+    assert (f"- `{dated}`: seed 1, 2026-11-31; git commit c1; stages computed 2026-11-30T10:00:00 - "
+            "2026-11-30T12:00:00 (git commit c9); 1 of 3 stages older, undated; test\n") in summary  # fmt: skip
+    assert f"- `{old}`: seed 0, 2026-11-30; git commit c0; test\n" in summary

@@ -133,3 +133,18 @@ def test_stages_record_when_and_at_which_commit_each_was_computed(
     span = f"stages computed {record['finished']} - {record['finished']} (git commit abc123)"
     assert computed_span(again.computed()) == span + "; 1 of 2 stages older, undated"
     assert computed_span({"older": None}) is None and computed_span(None) is None
+
+
+def test_stages_keep_their_records_under_the_key_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compare's state file is its metrics.json: its records go under ``stages_computed`` (the key of the sweep's
+    metrics.json), and those an older maelab kept under ``computed`` are moved there, not lost."""
+    monkeypatch.setattr("maelab.runtime.git_commit", lambda: "abc123")
+    path = tmp_path / "metrics.json"
+    Stages(path, {}, "a test").put("first", 1)  # kept under "computed"
+    stages = Stages(path, {}, "a test", computed_key="stages_computed")
+    first = stages.computed()["first"]
+    assert first is not None and first["git_commit"] == "abc123"
+    stages.put("second", 2)
+    state = json.loads(path.read_text())
+    assert "computed" not in state and state["stages_computed"]["first"] == first
+    assert set(state["stages_computed"]) == {"first", "second"} and state["stages"] == {"first": 1, "second": 2}

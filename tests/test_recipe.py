@@ -299,8 +299,13 @@ def test_tiny_search_scores_val_images_and_resumes(
     text = summary.read_text()
     assert "Winner" in text and "wall-clock on THIS machine" in text and "test set is never read" in text
     assert "`a` none (a warm-up of 0 steps: the plan stood)" in text  # no warm-up to time: no re-fit
-    stages = json.loads((out / "recipe.json").read_text())["stages"]
+    state = json.loads((out / "recipe.json").read_text())
+    stages = state["stages"]
     assert {f"{s}:{n}" for s in ("calibrate", "pretrain", "eval") for n in "ab"} <= set(stages)
+    # when and at which commit each stage was computed (recipe.json), in metrics.json and beside the report's date
+    assert metrics["stages_computed"] == {name: state["computed"][name] for name in stages}
+    finished = sorted(c["finished"] for c in metrics["stages_computed"].values())
+    assert f"; stages computed {finished[0]} - {finished[-1]} (git commit " in text
 
     # Re-running continues: every stage is read back, nothing is calibrated, trained or evaluated again.
     def fail(*args: object, **kwargs: object) -> None:
@@ -310,7 +315,8 @@ def test_tiny_search_scores_val_images_and_resumes(
         monkeypatch.setattr(target, name, fail)
     before = json.loads((out / "metrics.json").read_text())["rows"]
     recipe.run_recipe(tiny_plan(folder, out))
-    assert json.loads((out / "metrics.json").read_text())["rows"] == before
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["rows"] == before and again["stages_computed"] == metrics["stages_computed"]  # none re-dated
 
     # The writers flag a candidate over its budget in summary.md, summary.csv and metrics.json.
     results = metrics["results"]
@@ -321,6 +327,17 @@ def test_tiny_search_scores_val_images_and_resumes(
     assert {r["candidate"]: r["budget_flag"] for r in csv.DictReader((out / "summary.csv").open())} == {
         "a": "over budget", "b": ""}  # fmt: skip
     assert json.loads((out / "metrics.json").read_text())["off_budget"] == {"a": 1.25}
+    assert "stages computed" not in text and json.loads((out / "metrics.json").read_text())["stages_computed"] == {}
+    # hand-made records: the span of the dated stages, those older counted; none dated (an older search): no span
+    computed = {"pretrain:a": {"call": "2026-11-29T08:00:00", "finished": "2026-11-29T08:05:00", "git_commit": "c9"},
+                "eval:a": {"call": "2026-11-29T09:00:00", "finished": "2026-11-29T09:30:00", "git_commit": "c9"},
+                "eval:b": None}  # fmt: skip
+    text = recipe_summary.write_results(tiny_plan(folder, out), results, computed=computed).read_text()
+    assert ("; stages computed 2026-11-29T08:05:00 - 2026-11-29T09:30:00 (git commit c9); 1 of 3 stages older, "
+            "undated; torch ") in text  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["stages_computed"] == computed
+    text = recipe_summary.write_results(tiny_plan(folder, out), results, computed={"eval:b": None}).read_text()
+    assert "stages computed" not in text
 
     # A candidate changed since its stages ran is refused, not mixed with them.
     changed = (TINY_CANDIDATES[0], RecipeCandidate("b", "changed", {"train": {"batch_size": 8}}))

@@ -253,3 +253,32 @@ def test_recipe_searches_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixtur
     sweep = _fake_sweep(tmp_path / "sweep", 5, {"mr0.5": 500, "mr0.75": 600, "random-init": 400})
     assert main(["seeds", str(folders[0]), str(sweep), "--out", str(tmp_path / "mixed")]) == 2
     assert "is not a recipe search but" in capsys.readouterr().err
+
+
+def _dated(folder: Path, computed: dict) -> Path:
+    """The fake sweep or search in ``folder`` with ``computed`` as its metrics.json's ``stages_computed``."""
+    path = folder / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "stages_computed": computed}))
+    return folder
+
+
+def test_each_folder_read_says_when_its_stages_were_computed(tmp_path: Path) -> None:
+    """A sweep or search whose metrics.json records when its stages were computed shows that span (first - last
+    finished, every commit) on its line; one of an older maelab (no ``stages_computed``, or none dated) shows none."""
+    computed = {
+        "pretrain:a": {"call": "2026-11-29T08:00:00", "finished": "2026-11-29T08:05:00", "git_commit": "abc"},
+        "eval:a": {"call": "2026-11-29T09:00:00", "finished": "2026-11-29T09:30:00", "git_commit": "def"},
+    }
+    span = "; stages computed 2026-11-29T08:05:00 - 2026-11-29T09:30:00 (git commits abc, def)"
+    right = {"mr0.5": 500, "mr0.75": 600, "random-init": 400}
+    sweeps = [_fake_sweep(tmp_path / "w0", 0, right), _dated(_fake_sweep(tmp_path / "w1", 1, right), computed),
+              _dated(_fake_sweep(tmp_path / "w2", 2, right), {"eval:a": None})]  # fmt: skip
+    summary = write_seeds(sweeps, tmp_path / "sweeps").read_text()
+    assert f"- `{sweeps[1]}`: seed 1, report 2026-11-30, commit abc{span}; test\n" in summary
+    assert f"- `{sweeps[0]}`: seed 0, report 2026-11-30, commit abc; test\n" in summary
+    assert f"- `{sweeps[2]}`: seed 2, report 2026-11-30, commit abc; test\n" in summary
+    searches = [_fake_search(tmp_path / f"r{i}", i, {"b": 500 + d, "a": 600 + d}) for i, d in enumerate((0, 10))]
+    _dated(searches[1], computed)
+    summary = write_search_seeds(searches, tmp_path / "searches").read_text()
+    assert f"- `{searches[1]}`: seed 1, 2026-11-30, commit abc{span}, test CPU\n" in summary
+    assert f"- `{searches[0]}`: seed 0, 2026-11-30, commit abc, test CPU\n" in summary

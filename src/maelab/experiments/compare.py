@@ -1,7 +1,8 @@
 """MAE vs DINO on the same encoder and data: pretrain both, evaluate both, write a results folder.
 
-Stages (each recorded in ``OUT/metrics.json`` when done, so a re-run skips it and an interrupted
-pretraining resumes from its checkpoint; see :mod:`maelab.experiments.stages`):
+Stages (each recorded in ``OUT/metrics.json`` when done, with when and at which git commit it was computed
+(``stages_computed``), so a re-run skips it and an interrupted pretraining resumes from its checkpoint; see
+:mod:`maelab.experiments.stages`):
 
 1. equal epochs: pretrain MAE and DINO for ``--epochs`` each (``OUT/runs/{mae,dino}``), pausing at
    ``points`` evenly spaced steps to record k-NN accuracy (k=20) and, for DINO, the teacher's
@@ -166,7 +167,9 @@ def _equal_time_run(
     cfg = with_teacher_momentum(cfg, momentum, info["stop_after_steps"], opts.given)
     record = _trained_run(stages, f"pretrain:{slow}-equal-time", cfg, opts, data, device, 0, info["stop_after_steps"])
     label = f"{slow.upper()} (equal time)"
-    stages.put("equal_time", {**info, "run": str(run), "label": label, "train_time_s": record["train_time_s"]})
+    done = {**info, "run": str(run), "label": label, "train_time_s": record["train_time_s"]}
+    if done != info:  # recorded once: a re-run does not re-date the stage
+        stages.put("equal_time", done)
     return label, run
 
 
@@ -266,6 +269,10 @@ def run_compare(base: Config, opts: CompareOptions, out: str | Path, command: st
     frozen = stages.once("frozen", lambda: _frozen_evaluations(encoders, base, opts, data(), device))
     finetuned = _finetune_all(stages, encoders, base, opts, data) if opts.finetune_epochs else {}
     stages.data["wall_time_this_call_s"] = round(time.perf_counter() - start, 1)
+    # every stage, None where an older maelab kept no record: metrics.json's stages_computed, as in the sweep's
+    computed = stages.data[stages.computed_key] = stages.computed()
     stages.save()
-    write_results(out, stages.data, trained, stages.get("equal_time"), frozen, finetuned, command, str(device))
+    write_results(
+        out, stages.data, trained, stages.get("equal_time"), frozen, finetuned, command, str(device), computed
+    )
     return out

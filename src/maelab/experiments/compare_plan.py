@@ -48,10 +48,12 @@ def compare_settings(base: Config, opts: CompareOptions) -> dict[str, Any]:
 
 def open_stages(out: Path, base: Config, opts: CompareOptions) -> Stages:
     """``OUT/metrics.json``: created for a new comparison, or checked against these settings to continue one
-    (``options.progress`` may change)."""
+    (``options.progress`` may change). When and at which git commit each stage was computed is kept as the
+    sweep's metrics.json keeps it, under ``stages_computed``."""
     return Stages(
         out / STATE_FILE, compare_settings(base, opts), "a comparison", config_keys=("config",),
         option_defaults={"options": dataclasses.asdict(CompareOptions())}, ignore=("options.progress",),
+        computed_key="stages_computed",
     )  # fmt: skip
 
 

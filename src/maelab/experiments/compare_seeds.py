@@ -25,6 +25,7 @@ from maelab.experiments.compare_summary import across_calls
 from maelab.experiments.seeds import (
     MIN_SEEDS,
     check_seeds_of_one,
+    computed_text,
     metrics_json,
     read_folder,
     seed_cell,
@@ -162,8 +163,8 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
         f"# MAE vs DINO over {len(compares)} seed{'s' if len(compares) > 1 else ''} ({', '.join(map(str, seeds))})",
         "", *([f"Command: `{command}`", ""] if command else []),
         "Comparisons read (one per seed, otherwise the same settings; date, commit and hardware from each one's "
-        "summary.md):", "",
-        *[f"- `{c['folder']}`: seed {c['seed']}, {_report_line(c['folder'], 'Date')}; "
+        "summary.md, when its stages were computed from its metrics.json where recorded):", "",
+        *[f"- `{c['folder']}`: seed {c['seed']}, {_report_line(c['folder'], 'Date')}{computed_text(c)}; "
           f"{_report_line(c['folder'], 'Hardware')}" for c in compares],
         "",
         "Cells: mean ± SD [95% t-interval of the mean] over seeds (each seed in brackets); accuracies are test top-1 "

@@ -30,6 +30,7 @@ from maelab.experiments.compare_stats import (
     tests,
 )
 from maelab.experiments.plots import plot_compare
+from maelab.experiments.stages import computed_span
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -290,9 +291,11 @@ def split_calls_note(*records: dict[str, Any]) -> str:
 
 def write_results(
     out: Path, data: dict[str, Any], trained: dict, equal_time: dict | None, frozen: dict, finetuned: dict,
-    command: str = "", device: str = "cpu",
+    command: str = "", device: str = "cpu", computed: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages)."""
+    """Write summary.md, summary.csv and plots/*.png into ``out`` (metrics.json is kept by the stages); ``computed``:
+    when and at which git commit each stage was computed (:meth:`~maelab.experiments.stages.Stages.computed`), said
+    on its own line under the date (the seeds report reads the date line whole)."""
     from maelab.runtime import environment, hardware_text
 
     env = environment(device)
@@ -310,11 +313,13 @@ def write_results(
         dino_runs[equal_time["label"]] = equal_time.get("record") or {}
     scores = tests(frozen, finetuned)
     reference = equal_time["reference"].upper() if equal_time and equal_time.get("label") else None
+    span = computed_span(computed)  # when the numbers were computed, beside when the report was written
     lines = [
         "# MAE vs DINO on the same encoder",
         "",
         f"- Command: `{command or '(Python API)'}`",
         f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
+        *([f"- {span[:1].upper()}{span[1:]}"] if span else []),
         f"- Hardware: {hw}; device {env['device']}",
         f"- Wall time of the last call: {data.get('wall_time_this_call_s', 0) / 60:.1f} min (stages finished in "
         "earlier calls are reused)",

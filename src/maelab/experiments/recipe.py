@@ -31,8 +31,9 @@ Results folder (``OUT``)::
 Stages (in ``recipe.json``): ``calibrate:<name>`` (img/s and the planned steps; its scratch run,
 ``OUT/calibration/<name>``, is deleted), ``pretrain:<name>`` (the finished run's time, loss and curve, its
 re-fit: :func:`refit_record`; for DINO the teacher momentum, fitted to the planned steps:
-:func:`~maelab.experiments.recipe_plan.fit_teacher_momentum`), ``eval:<name>`` (the validation scores). A
-candidate's overrides are stored with its calibration: a changed candidate is refused, not mixed with old results.
+:func:`~maelab.experiments.recipe_plan.fit_teacher_momentum`), ``eval:<name>`` (the validation scores), each
+with when and at which git commit it was computed (metrics.json ``stages_computed``). A candidate's
+overrides are stored with its calibration: a changed candidate is refused, not mixed with old results.
 """
 
 from __future__ import annotations
@@ -288,4 +289,4 @@ def run_recipe(plan: RecipePlan, command: str = "") -> Path:
         results[cand.name] = {"calibration": calib, "run": record, "val": scores}
     stages.data["wall_time_this_call_s"] = round(time.perf_counter() - start, 1)
     stages.save()
-    return write_results(plan, results, command, stages.data["wall_time_this_call_s"])
+    return write_results(plan, results, command, stages.data["wall_time_this_call_s"], stages.computed())

@@ -28,6 +28,7 @@ from maelab.experiments.recipe_summary import score
 from maelab.experiments.seeds import (
     MIN_SEEDS,
     check_seeds_of_one,
+    computed_text,
     metrics_json,
     read_folder,
     seed_cell,
@@ -125,9 +126,11 @@ def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], c
     lines = [
         f"# Recipe search over {len(searches)} seed{'s' if len(searches) > 1 else ''} ({', '.join(map(str, seeds))})",
         "", *([f"Command: `{command}`", ""] if command else []),
-        "Searches read (one per seed, otherwise the same options):", "",
+        "Searches read (one per seed, otherwise the same options; when each report was written, and its stages "
+        "computed where recorded):", "",
         *[f"- `{s['folder']}`: seed {s['seed']}, {s['environment'].get('date', '?')}, commit "
-          f"{s['environment'].get('git_commit', '?')}, {s.get('hardware', '?')}" for s in searches],
+          f"{s['environment'].get('git_commit', '?')}{computed_text(s)}, {s.get('hardware', '?')}"
+          for s in searches],
         "",
         f"Each candidate trained for {o['budget_minutes']:g} min of training steps per seed (steps fixed by a "
         f"calibration of its img/s; budget use = training seconds actually used / budget), scored on {o['holdout']} "

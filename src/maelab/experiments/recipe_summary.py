@@ -26,6 +26,7 @@ from maelab.experiments.recipe_plan import (
     budget_flag,
     encoder_shape,
 )
+from maelab.experiments.stages import computed_span
 
 METRICS = ("knn", "linear")
 METRIC_NAMES = {"knn": f"k-NN (k={KNN_K})", "linear": "linear probe"}
@@ -276,9 +277,12 @@ def _seed_caveat(m: dict[str, Any]) -> str:
 
 
 def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, command: str,
-                     rows: list[dict[str, Any]], m: dict[str, Any] | None, info: dict[str, Any]) -> str:  # fmt: skip
-    """summary.md: command, machine, budget, the candidates, the ranked results, the winner and figures."""
+                     rows: list[dict[str, Any]], m: dict[str, Any] | None, info: dict[str, Any],
+                     computed: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """summary.md: command, machine, budget, the candidates, the ranked results, the winner and figures; ``computed``:
+    when and at which git commit each stage was computed (:meth:`~maelab.experiments.stages.Stages.computed`)."""
     o, first = plan.options, rows[0]
+    span = computed_span(computed)  # when the numbers were computed, beside when the report was written
     schedule = (  # older searches trained their planned steps
         "At the end of its warm-up a run re-fits its step count once from its own measured speed (as `maelab pretrain "
         "--minutes`; per candidate below the results), and the cosine decay spans the re-fitted steps."
@@ -288,7 +292,8 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
     lines = [
         "# Short-schedule recipe search (validation split of the training set)", "",
         f"- Command: `{command or '(Python API)'}`",
-        f"- Date: {env['date']}; git commit {env['git_commit']}; torch {env['torch']}, Python {env['python']}",
+        f"- Date: {env['date']}; git commit {env['git_commit']}{'; ' + span if span else ''}; torch {env['torch']}, "
+        f"Python {env['python']}",
         f"- Machine: {hardware}; {env['cpu_cores']} CPUs; device {env['device']}",
         f"- Precision: {first['precision']} for training and features ({first['precision_reason']})",
         f"- Budget: {plan.budget_s:.0f} s ({o.budget_minutes:g} min) of training steps per candidate, wall-clock on "
@@ -323,8 +328,9 @@ def summary_markdown(plan: RecipePlan, env: dict[str, Any], hardware: str, comma
 
 
 def write_results(plan: RecipePlan, results: dict[str, dict[str, Any]], command: str = "",
-                  wall_time_s: float | None = None) -> Path:  # fmt: skip
-    """Write summary.md, summary.csv, metrics.json and the plots into OUT; returns summary.md's path."""
+                  wall_time_s: float | None = None, computed: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write summary.md, summary.csv, metrics.json and the plots into OUT; returns summary.md's path. ``computed``:
+    when and at which git commit each stage was computed (metrics.json ``stages_computed``)."""
     import torch
 
     from maelab.experiments.plots import plot_recipe
@@ -348,6 +354,7 @@ def write_results(plan: RecipePlan, results: dict[str, dict[str, Any]], command:
         "winner": rows[0]["candidate"], "margin_over_runner_up": m, "budget_tolerance": list(BUDGET_TOLERANCE),
         "off_budget": {r["candidate"]: r["budget_use"] for r in rows if r["budget_flag"]}, "rows": rows,
         "candidates": {c.name: {"description": c.description, "overrides": c.overrides} for c in plan.candidates},
-        "results": results,
+        "results": results, "stages_computed": computed or {},
     }  # fmt: skip
-    return write_summary_files(plan.out, metrics, rows, summary_markdown(plan, env, hardware, command, rows, m, info))
+    markdown = summary_markdown(plan, env, hardware, command, rows, m, info, computed)
+    return write_summary_files(plan.out, metrics, rows, markdown)

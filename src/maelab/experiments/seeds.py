@@ -240,12 +240,20 @@ def seed_cell(entry: dict[str, Any] | None, digits: int = 2, interval: bool = Fa
     return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["sd"] is not None else "") + f"{ci} ({seeds})"
 
 
+def computed_text(item: dict[str, Any]) -> str:
+    """``; stages computed <first> - <last> (git commit C)`` of a read folder (its metrics.json's ``stages_computed``:
+    :func:`~maelab.experiments.stages.computed_span`), for its line in a seeds report; "" where it has none (written
+    by an older maelab)."""
+    span = computed_span(item.get("stages_computed"))
+    return f"; {span}" if span else ""
+
+
 def _sweep_line(s: dict[str, Any]) -> str:
     """One sweep read: folder, seed, when and at which commit its report was written (and its stages computed,
     where recorded), and its CPU."""
-    env, span = s["environment"], computed_span(s.get("stages_computed"))
+    env = s["environment"]
     return (f"- `{s['folder']}`: seed {s['seed']}, report {env.get('date', '?')}, commit {env.get('git_commit', '?')}"
-            f"{'; ' + span if span else ''}; {env.get('cpu_model', '?')}")  # fmt: skip
+            f"{computed_text(s)}; {env.get('cpu_model', '?')}")  # fmt: skip
 
 
 def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:

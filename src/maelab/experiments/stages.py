@@ -1,7 +1,8 @@
 """Resumable stages of an experiment: ``OUT/<state>.json`` holds the settings and every finished stage.
 
 The file is ``{"settings": {...}, "stages": {name: result}, "computed": {name: {call, finished, git_commit}}}``
-(when and at which git commit each stage was computed), rewritten atomically after each stage, so an
+(when and at which git commit each stage was computed; ``stages_computed`` where the state file is also the
+report's metrics.json, as the compare's), rewritten atomically after each stage, so an
 experiment stopped at any point (Ctrl-C, a crash, a lost machine) is continued by running it again with
 the same settings: finished stages are read back, not redone. Running it with other settings is refused
 with the keys that differ, since mixing the two would report numbers that no single setting produced.
@@ -41,12 +42,15 @@ class Stages:
     entries that hold an options dataclass, with its defaults. In a file written by an older maelab,
     options added since take their defaults, so an upgrade does not block a resume. ``ignore``:
     dotted settings keys that may change between runs (e.g. ``pretrain.train.quiet``); they are not
-    stored. ``what`` names the experiment in the error (e.g. "a sweep").
+    stored. ``what`` names the experiment in the error (e.g. "a sweep"). ``computed_key``: the key of the ``computed``
+    records (``stages_computed`` where the state file is the report's metrics.json; a record kept under
+    ``computed`` by an older maelab is moved there).
     """
 
     def __init__(
         self, path: Path, settings: dict[str, Any], what: str, config_keys: Sequence[str] = (),
         option_defaults: dict[str, dict[str, Any]] | None = None, ignore: Sequence[str] = (),
+        computed_key: str = "computed",
     ) -> None:  # fmt: skip
         self.path = Path(path)
         # When this call of the experiment began: results (e.g. speeds) measured in different calls saw the
@@ -54,6 +58,7 @@ class Stages:
         self.call = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.commit: str | None = None  # the git commit of this call, read when it first records a stage
         self.config_keys, self.option_defaults, self.ignore = tuple(config_keys), option_defaults or {}, tuple(ignore)
+        self.computed_key = computed_key
         now = self._normalized(settings)
         if not self.path.is_file():
             self.data: dict[str, Any] = {"settings": now, "stages": {}}
@@ -73,6 +78,8 @@ class Stages:
                 "re-run it with its own settings to continue it, or pass another --out"
             )
         self.data = {**old, "settings": now}
+        if computed_key != "computed" and "computed" in self.data:  # kept under the default key by an older maelab
+            self.data.setdefault(computed_key, self.data.pop("computed"))
 
     def _normalized(self, settings: dict[str, Any]) -> dict[str, Any]:
         """JSON-equal settings with the options they predate filled in and the ignored keys dropped."""
@@ -100,14 +107,14 @@ class Stages:
             self.commit = git_commit()
         self.data["stages"][name] = value
         record = {"call": self.call, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": self.commit}
-        self.data.setdefault("computed", {})[name] = record
+        self.data.setdefault(self.computed_key, {})[name] = record
         self.save()
         return value
 
     def computed(self) -> dict[str, dict[str, str] | None]:
         """{stage name: its ``computed`` record (call, finished, git_commit)}, None for a stage recorded by an older
         maelab (which kept no such record)."""
-        record = self.data.get("computed") or {}
+        record = self.data.get(self.computed_key) or {}
         return {name: record.get(name) for name in self.data["stages"]}
 
     def once(self, name: str, compute: Callable[[], T]) -> T:
