@@ -17,6 +17,7 @@ import pytest
 from maelab import rundir
 from maelab.config import ConfigError, resolve_config
 from maelab.experiments import child
+from maelab.experiments.seeds import computed_text
 from maelab.experiments.stages import Stages, computed_span
 from maelab.train import TrainingError
 
@@ -148,3 +149,64 @@ def test_stages_keep_their_records_under_the_key_given(tmp_path: Path, monkeypat
     state = json.loads(path.read_text())
     assert "computed" not in state and state["stages_computed"]["first"] == first
     assert set(state["stages_computed"]) == {"first", "second"} and state["stages"] == {"first": 1, "second": 2}
+
+
+AMD, INTEL = "AMD EPYC 7763 64-Core Processor family 25 model 1", "Intel(R) Xeon(R) Platinum 8480+ family 6 model 143"
+
+
+def test_stages_record_their_machine_and_the_span_warns_where_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stage records the machine it ran on (for the experiment's device): stages resumed on another machine are
+    flagged by the span, since their timings are not comparable; stages of one machine add nothing to it."""
+    monkeypatch.setattr("maelab.runtime.git_commit", lambda: "abc123")
+    devices: list[str] = []
+
+    def run_on(machine: str) -> None:  # a fake machine_text: no dependence on this machine's CPU
+        monkeypatch.setattr("maelab.runtime.machine_text", lambda device: devices.append(device) or machine)
+
+    path = tmp_path / "state.json"
+    run_on(AMD)
+    stages = Stages(path, {}, "a test", device="cuda:1")
+    for name in ("pretrain:a", "pretrain:b", "eval:a", "eval:b"):
+        stages.put(name, 1)
+    assert json.loads(path.read_text())["computed"]["eval:b"]["machine"] == AMD and set(devices) == {"cuda:1"}
+    span = computed_span(stages.computed())
+    assert span is not None and span.endswith("(git commit abc123)")  # one machine: nothing more
+
+    run_on(INTEL)  # resumed on another machine
+    again = Stages(path, {}, "a test")
+    again.put("probe:a", 2)
+    stored = json.loads(path.read_text())["computed"]
+    assert stored["pretrain:a"]["machine"] == AMD and stored["probe:a"]["machine"] == INTEL
+    computed = again.computed()
+    times = sorted(c["finished"] for c in computed.values() if c)
+    assert computed_span(computed) == (
+        f"stages computed {times[0]} - {times[-1]} (git commit abc123); **stages ran on 2 machines: {AMD} (stages "
+        f"pretrain:a, pretrain:b, eval:a and 1 more), {INTEL} (stage probe:a)** — timings across them are not "
+        "comparable"
+    )
+
+
+def test_the_span_reads_records_without_a_machine() -> None:
+    """Records of an older maelab (no machine; None: undated) read as before; where some name a machine and other dated
+    ones do not, the span says how many name one (and which, where one); the seeds reports' text has the same."""
+
+    def record(hour: int, machine: str = "") -> dict[str, str]:
+        done = {"call": "2026-12-01T08:00:00", "finished": f"2026-12-01T{hour:02d}:00:00", "git_commit": "c9"}
+        return {**done, "machine": machine} if machine else done
+
+    span = "stages computed 2026-12-01T09:00:00 - 2026-12-01T12:00:00 (git commit c9)"
+    undated = "; 1 of 3 stages older, undated"
+    assert computed_span({"a": record(9), "b": record(12), "c": None}) == span + undated
+    assert computed_span({"a": record(9, AMD), "b": record(12, AMD), "c": None}) == span + undated
+    partly = {"a": record(9), "b": record(12, AMD)}
+    assert computed_span(partly) == f"{span}; machine recorded for 1 of 2 stages only: {AMD}"
+    several = {"a": record(9, AMD), "b": record(10, INTEL), "c": record(11, AMD), "d": record(12, "Apple M2"),
+               "e": record(11)}  # fmt: skip
+    warning = (
+        f"{span}; **stages ran on 3 machines: {AMD} (stages a, c), {INTEL} (stage b), Apple M2 (stage d)** — timings "
+        "across them are not comparable; machine recorded for 4 of 5 stages only"
+    )
+    assert computed_span(several) == warning
+    assert computed_text({"stages_computed": several}) == f"; {warning}"

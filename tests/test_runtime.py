@@ -138,6 +138,35 @@ def test_hardware_line_and_flags_of_this_machine() -> None:
     assert torch.__version__ in line and "native bf16" in line
 
 
+def test_cpu_text_names_the_model_and_its_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine a stage records: the first processor's model name, family and model (x86) or implementer and part
+    (ARM, with no model name: the platform's), read from a given cpuinfo (not this machine's)."""
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "")
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "aarch64")
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                   "model name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: fpu avx2\n\n"
+                   "processor\t: 1\nmodel name\t: Other\n")  # fmt: skip
+    assert runtime.cpu_text(str(x86)) == "AMD EPYC 7763 64-Core Processor family 25 model 1"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+                   "CPU part\t: 0xd0c\n")  # fmt: skip
+    assert runtime.cpu_text(str(arm)) == "aarch64 implementer 0x41 part 0xd0c"
+    assert runtime.cpu_text(str(tmp_path / "missing")) == "aarch64"
+
+
+def test_machine_text_names_the_gpu_where_the_device_is_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = runtime.machine_text.__wrapped__  # uncached: what it reads is faked here
+    monkeypatch.setattr(runtime, "cpu_text", lambda: "Some Xeon family 6 model 143")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU {device}")
+    assert machine("cpu") == "Some Xeon family 6 model 143"
+    assert machine("cuda:1") == "GPU cuda:1 on Some Xeon family 6 model 143"
+    assert machine("auto") == "GPU cuda on Some Xeon family 6 model 143"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert machine("auto") == machine("cuda") == "Some Xeon family 6 model 143"
+
+
 # ------------------------------------------------------------------------------------ numerics
 def tiny_mae() -> MAE:
     torch.manual_seed(0)

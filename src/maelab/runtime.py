@@ -7,6 +7,7 @@ make the same choice on the same machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -210,6 +211,37 @@ def hardware_line(device: torch.device) -> str:
         name += f", {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
         name += ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
     return f"{name}; torch {torch.__version__}"
+
+
+# /proc/cpuinfo fields that tell CPUs of one model name apart (x86 family/model; ARM implementer/part), and their words
+CPU_ID_FIELDS = (("cpu family", "family"), ("model", "model"), ("CPU implementer", "implementer"), ("CPU part", "part"))
+
+
+@functools.cache
+def cpu_text(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """This CPU in a few words: the model name of the first processor in ``cpuinfo`` and its
+    family/model numbers where listed (e.g. ``AMD EPYC 7763 64-Core Processor family 25 model 1``); read once."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep and fields:  # a blank line ends the first processor's block
+                break
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    return " ".join([name, *(f"{word} {fields[key]}" for key, word in CPU_ID_FIELDS if fields.get(key))])
+
+
+@functools.cache
+def machine_text(device: str = "cpu") -> str:
+    """The machine a stage of an experiment ran on, to tell apart stages timed on different machines: :func:`cpu_text`,
+    after the GPU's name where ``device`` (a ``--device`` value) is CUDA, e.g. ``NVIDIA H200 on <CPU>``. Cheap: the
+    CPU is read once per process, and CUDA is asked only where the experiment uses it."""
+    cuda = device.startswith("cuda") or device == "auto"
+    if cuda and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device('cuda' if device == 'auto' else device))} on {cpu_text()}"
+    return cpu_text()
 
 
 def synchronize(device: torch.device) -> None:

@@ -53,7 +53,7 @@ def open_stages(out: Path, base: Config, opts: CompareOptions) -> Stages:
     return Stages(
         out / STATE_FILE, compare_settings(base, opts), "a comparison", config_keys=("config",),
         option_defaults={"options": dataclasses.asdict(CompareOptions())}, ignore=("options.progress",),
-        computed_key="stages_computed",
+        computed_key="stages_computed", device=base.train.device,
     )  # fmt: skip
 
 

@@ -101,7 +101,10 @@ class RecipePlan:
         """``OUT/recipe.json``: created for a new search, or checked against these settings to continue one."""
         self.out.mkdir(parents=True, exist_ok=True)
         defaults = {k: v for k, v in dataclasses.asdict(RecipeOptions()).items() if k not in PER_CALL_OPTIONS}
-        return Stages(self.out / STATE_FILE, self.settings(), "a recipe search", option_defaults={"options": defaults})
+        return Stages(
+            self.out / STATE_FILE, self.settings(), "a recipe search", option_defaults={"options": defaults},
+            device=self.options.device,
+        )  # fmt: skip
 
 
 def make_plan(

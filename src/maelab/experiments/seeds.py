@@ -242,8 +242,8 @@ def seed_cell(entry: dict[str, Any] | None, digits: int = 2, interval: bool = Fa
 
 def computed_text(item: dict[str, Any]) -> str:
     """``; stages computed <first> - <last> (git commit C)`` of a read folder (its metrics.json's ``stages_computed``:
-    :func:`~maelab.experiments.stages.computed_span`), for its line in a seeds report; "" where it has none (written
-    by an older maelab)."""
+    :func:`~maelab.experiments.stages.computed_span`, with its warning where they ran on several machines), for its
+    line in a seeds report; "" where it has none (written by an older maelab)."""
     span = computed_span(item.get("stages_computed"))
     return f"; {span}" if span else ""
 

@@ -1,8 +1,8 @@
 """Resumable stages of an experiment: ``OUT/<state>.json`` holds the settings and every finished stage.
 
-The file is ``{"settings": {...}, "stages": {name: result}, "computed": {name: {call, finished, git_commit}}}``
-(when and at which git commit each stage was computed; ``stages_computed`` where the state file is also the
-report's metrics.json, as the compare's), rewritten atomically after each stage, so an
+The file is ``{"settings": {...}, "stages": {name: result}, "computed": {name: {call, finished, git_commit, machine}}}``
+(when, at which git commit and on which machine each stage was computed; ``stages_computed`` where the state file is
+also the report's metrics.json, as the compare's), rewritten atomically after each stage, so an
 experiment stopped at any point (Ctrl-C, a crash, a lost machine) is continued by running it again with
 the same settings: finished stages are read back, not redone. Running it with other settings is refused
 with the keys that differ, since mixing the two would report numbers that no single setting produced.
@@ -44,13 +44,14 @@ class Stages:
     dotted settings keys that may change between runs (e.g. ``pretrain.train.quiet``); they are not
     stored. ``what`` names the experiment in the error (e.g. "a sweep"). ``computed_key``: the key of the ``computed``
     records (``stages_computed`` where the state file is the report's metrics.json; a record kept under
-    ``computed`` by an older maelab is moved there).
+    ``computed`` by an older maelab is moved there). ``device``: the experiment's ``--device`` (auto, cpu, cuda...),
+    for the machine its stages record (:func:`~maelab.runtime.machine_text`: the GPU's name where CUDA).
     """
 
     def __init__(
         self, path: Path, settings: dict[str, Any], what: str, config_keys: Sequence[str] = (),
         option_defaults: dict[str, dict[str, Any]] | None = None, ignore: Sequence[str] = (),
-        computed_key: str = "computed",
+        computed_key: str = "computed", device: str = "cpu",
     ) -> None:  # fmt: skip
         self.path = Path(path)
         # When this call of the experiment began: results (e.g. speeds) measured in different calls saw the
@@ -58,7 +59,7 @@ class Stages:
         self.call = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.commit: str | None = None  # the git commit of this call, read when it first records a stage
         self.config_keys, self.option_defaults, self.ignore = tuple(config_keys), option_defaults or {}, tuple(ignore)
-        self.computed_key = computed_key
+        self.computed_key, self.device = computed_key, device
         now = self._normalized(settings)
         if not self.path.is_file():
             self.data: dict[str, Any] = {"settings": now, "stages": {}}
@@ -99,21 +100,22 @@ class Stages:
         return self.data["stages"].get(name)
 
     def put(self, name: str, value: T) -> T:
-        """Record stage ``name`` as finished with ``value`` (JSON-able), and when and at which git commit this call
-        computed it (``computed``), and rewrite the file; returns ``value``."""
-        if self.commit is None:
-            from maelab.runtime import git_commit
+        """Record stage ``name`` as finished with ``value`` (JSON-able), and when, at which git commit and on which
+        machine this call computed it (``computed``), and rewrite the file; returns ``value``."""
+        from maelab.runtime import git_commit, machine_text
 
+        if self.commit is None:
             self.commit = git_commit()
         self.data["stages"][name] = value
-        record = {"call": self.call, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": self.commit}
+        record = {"call": self.call, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": self.commit,
+                  "machine": machine_text(self.device)}  # fmt: skip
         self.data.setdefault(self.computed_key, {})[name] = record
         self.save()
         return value
 
     def computed(self) -> dict[str, dict[str, str] | None]:
-        """{stage name: its ``computed`` record (call, finished, git_commit)}, None for a stage recorded by an older
-        maelab (which kept no such record)."""
+        """{stage name: its ``computed`` record (call, finished, git_commit, machine: the last absent where an older
+        maelab recorded it)}, None for a stage recorded by an older maelab (which kept no such record)."""
         record = self.data.get(self.computed_key) or {}
         return {name: record.get(name) for name in self.data["stages"]}
 
@@ -127,9 +129,41 @@ class Stages:
         write_json(self.path, self.data)
 
 
+NAMES_SHOWN = 3  # stage names listed per machine in the warning of :func:`machines_text`; the rest are counted
+
+
+def _stage_names(names: list[str]) -> str:
+    """``stage a`` or ``stages a, b, c and 2 more``: the stages of one machine, the first few by name."""
+    more = f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+    return f"stage{'s' * (len(names) > 1)} {', '.join(names[:NAMES_SHOWN])}{more}"
+
+
+def machines_text(computed: dict[str, dict[str, str] | None] | None) -> str:
+    """What the records of :meth:`Stages.computed` say of the machines their stages ran on, for :func:`computed_span`:
+    ``; **stages ran on N machines: A (stages x, y), B (stage z)** — timings across them are not comparable`` where
+    they name several, and ``; machine recorded for K of M stages only[: A]`` where other dated records name none (an
+    older maelab; undated ones are counted by the span); "" where they name one machine (a report's Hardware line
+    names its machine) or none."""
+    records = computed or {}
+    stages: dict[str, list[str]] = {}  # {machine: its stages}, the machines in the order of their first stage
+    for name, record in records.items():
+        if record and record.get("machine"):
+            stages.setdefault(record["machine"], []).append(name)
+    text = ""
+    if len(stages) > 1:
+        listed = ", ".join(f"{machine} ({_stage_names(names)})" for machine, names in stages.items())
+        text = f"; **stages ran on {len(stages)} machines: {listed}** — timings across them are not comparable"
+    if stages and any(record and not record.get("machine") for record in records.values()):
+        named = sum(len(names) for names in stages.values())
+        text += f"; machine recorded for {named} of {len(records)} stages only"
+        text += f": {next(iter(stages))}" if len(stages) == 1 else ""
+    return text
+
+
 def computed_span(computed: dict[str, dict[str, str] | None] | None) -> str | None:
     """The words ``stages computed <first> - <last> (git commit C)`` of :meth:`Stages.computed` (the
-    ``stages_computed`` of a metrics.json), with how many stages predate that record; None where none has it."""
+    ``stages_computed`` of a metrics.json), with how many stages predate that record and a warning where they ran on
+    several machines (:func:`machines_text`); None where none has it."""
     known = [c for c in (computed or {}).values() if c]
     if not known:
         return None
@@ -137,4 +171,5 @@ def computed_span(computed: dict[str, dict[str, str] | None] | None) -> str | No
     commits = sorted({c["git_commit"] for c in known})
     text = f"stages computed {times[0]} - {times[-1]} (git commit{'s' * (len(commits) > 1)} {', '.join(commits)})"
     missing = len(computed or {}) - len(known)
-    return text + (f"; {missing} of {len(computed or {})} stages older, undated" if missing else "")
+    text += f"; {missing} of {len(computed or {})} stages older, undated" if missing else ""
+    return text + machines_text(computed)

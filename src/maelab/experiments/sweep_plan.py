@@ -91,6 +91,7 @@ def open_stages(plan: SweepPlan) -> Stages:
     return Stages(
         plan.out / STATE_FILE, plan.to_dict(), "a sweep", config_keys=("pretrain",),
         option_defaults={"eval": dataclasses.asdict(EvalSettings())}, ignore=("pretrain.train.quiet",),
+        device=plan.base.train.device,
     )  # fmt: skip
 
 
