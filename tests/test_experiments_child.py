@@ -183,7 +183,7 @@ def test_stages_record_their_machine_and_the_span_warns_where_several(
     times = sorted(c["finished"] for c in computed.values() if c)
     assert computed_span(computed) == (
         f"stages computed {times[0]} - {times[-1]} (git commit abc123); **stages ran on 2 machines: {AMD} (stages "
-        f"pretrain:a, pretrain:b, eval:a and 1 more), {INTEL} (stage probe:a)** — timings across them are not "
+        f"pretrain:a, pretrain:b, eval:a and 1 more), {INTEL} (stage probe:a)**: timings across them are not "
         "comparable"
     )
 
@@ -205,7 +205,7 @@ def test_the_span_reads_records_without_a_machine() -> None:
     several = {"a": record(9, AMD), "b": record(10, INTEL), "c": record(11, AMD), "d": record(12, "Apple M2"),
                "e": record(11)}  # fmt: skip
     warning = (
-        f"{span}; **stages ran on 3 machines: {AMD} (stages a, c), {INTEL} (stage b), Apple M2 (stage d)** — timings "
+        f"{span}; **stages ran on 3 machines: {AMD} (stages a, c), {INTEL} (stage b), Apple M2 (stage d)**: timings "
         "across them are not comparable; machine recorded for 4 of 5 stages only"
     )
     assert computed_span(several) == warning

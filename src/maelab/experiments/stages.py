@@ -140,7 +140,7 @@ def _stage_names(names: list[str]) -> str:
 
 def machines_text(computed: dict[str, dict[str, str] | None] | None) -> str:
     """What the records of :meth:`Stages.computed` say of the machines their stages ran on, for :func:`computed_span`:
-    ``; **stages ran on N machines: A (stages x, y), B (stage z)** — timings across them are not comparable`` where
+    ``; **stages ran on N machines: A (stages x, y), B (stage z)**: timings across them are not comparable`` where
     they name several, and ``; machine recorded for K of M stages only[: A]`` where other dated records name none (an
     older maelab; undated ones are counted by the span); "" where they name one machine (a report's Hardware line
     names its machine) or none."""
@@ -152,7 +152,7 @@ def machines_text(computed: dict[str, dict[str, str] | None] | None) -> str:
     text = ""
     if len(stages) > 1:
         listed = ", ".join(f"{machine} ({_stage_names(names)})" for machine, names in stages.items())
-        text = f"; **stages ran on {len(stages)} machines: {listed}** — timings across them are not comparable"
+        text = f"; **stages ran on {len(stages)} machines: {listed}**: timings across them are not comparable"
     if stages and any(record and not record.get("machine") for record in records.values()):
         named = sum(len(names) for names in stages.values())
         text += f"; machine recorded for {named} of {len(records)} stages only"
