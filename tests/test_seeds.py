@@ -89,7 +89,7 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
 def test_committed_sweeps_read_back_with_the_recorded_columns() -> None:
     """results/mask_ratio_cpu and its seeds (swept with the equal-time fine-tune): read now, both views have the
     fine-tune column and exactly the columns of the committed report (seeds/seeds.json)."""
-    folders = [RESULTS, RESULTS / "seeds" / "seed1", RESULTS / "seeds" / "seed2"]
+    folders = [RESULTS, *(RESULTS / "seeds" / f"seed{seed}" for seed in range(1, 5))]
     if not all((f / "metrics.json").is_file() for f in folders):
         pytest.skip("the committed results are not in this checkout")
     sweeps = load_sweeps(folders)
@@ -159,8 +159,8 @@ def test_seeds_report_says_where_the_seeds_differ_beyond_settings(tmp_path: Path
 
 
 def test_committed_sweeps_show_their_equal_time_points_and_budgets() -> None:
-    """The committed sweeps (one Intel Xeon, its speed drifting between seeds): the same machine, budgets 24% apart
-    and mask 0.75's speed 27% apart (both warned), 0.25 a budget checkpoint and 0.9 capped in every seed."""
+    """The committed sweeps of seeds 0-2 (one Intel Xeon, its speed drifting between seeds): the same machine, budgets
+    24% apart and mask 0.75's speed 27% apart (both warned), 0.25 a budget checkpoint and 0.9 capped in every seed."""
     folders = [RESULTS, RESULTS / "seeds" / "seed1", RESULTS / "seeds" / "seed2"]
     if not all((f / "metrics.json").is_file() for f in folders):
         pytest.skip("the committed results are not in this checkout")
@@ -282,3 +282,16 @@ def test_each_folder_read_says_when_its_stages_were_computed(tmp_path: Path) -> 
     summary = write_search_seeds(searches, tmp_path / "searches").read_text()
     assert f"- `{searches[1]}`: seed 1, 2026-11-30, commit abc{span}, test CPU\n" in summary
     assert f"- `{searches[0]}`: seed 0, 2026-11-30, commit abc, test CPU\n" in summary
+
+
+def test_committed_sweeps_on_two_machines_are_warned() -> None:
+    """Seeds 3 and 4 ran on an AMD EPYC (AVX2) after seeds 0-2 on the Intel Xeon (AVX-512): read together, the
+    warning names each seed's CPU and capability, and the committed seeds report carries it."""
+    folders = [RESULTS, *(RESULTS / "seeds" / f"seed{seed}" for seed in range(1, 5))]
+    if not all((f / "metrics.json").is_file() for f in folders):
+        pytest.skip("the committed results are not in this checkout")
+    warning = machine_warning(load_sweeps(folders))
+    assert warning is not None and "Warning: the sweeps ran on different machines" in warning
+    assert "Intel(R) Xeon(R) Processor (seed 0)" in warning and "AMD EPYC (seed 3), AMD EPYC (seed 4)" in warning
+    assert "cpu_capability AVX512 (seed 0)" in warning and "AVX2 (seed 4)" in warning
+    assert warning in (RESULTS / "seeds" / "summary.md").read_text()
