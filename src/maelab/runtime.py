@@ -117,14 +117,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 # ------------------------------------------------------------------------------------ hardware
+def first_processor(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """{field: value} of the first processor's block of ``cpuinfo`` (``model name``, ``flags``, ``cpu family``...);
+    {} where it cannot be read (not Linux)."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep and fields:  # a blank line ends the first processor's block
+                break
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
     """The x86 feature flags of this CPU (first ``flags`` line of ``cpuinfo``); None where there is none
     (not Linux, or ARM, whose ``Features`` line does not say whether PyTorch's bf16 GEMMs are fast)."""
-    with contextlib.suppress(OSError):
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.partition(":")[2].split())
-    return None
+    flags = first_processor(cpuinfo).get("flags")
+    return None if flags is None else frozenset(flags.split())
 
 
 def cpu_bf16_support() -> tuple[bool, str]:
@@ -202,12 +213,7 @@ def hardware_line(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = "unknown CPU"
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+        name = first_processor().get("model name", "unknown CPU")
         name += f", {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
         name += ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
     return f"{name}; torch {torch.__version__}"
@@ -221,14 +227,7 @@ CPU_ID_FIELDS = (("cpu family", "family"), ("model", "model"), ("CPU implementer
 def cpu_text(cpuinfo: str = "/proc/cpuinfo") -> str:
     """This CPU in a few words: the model name of the first processor in ``cpuinfo`` and its
     family/model numbers where listed (e.g. ``AMD EPYC 7763 64-Core Processor family 25 model 1``); read once."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(cpuinfo).read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if not sep and fields:  # a blank line ends the first processor's block
-                break
-            if sep:
-                fields.setdefault(key.strip(), value.strip())
+    fields = first_processor(cpuinfo)
     name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     return " ".join([name, *(f"{word} {fields[key]}" for key, word in CPU_ID_FIELDS if fields.get(key))])
 
