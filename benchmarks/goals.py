@@ -16,8 +16,9 @@ folder's ``eval/`` or a recipe search's ``evals/<candidate>/``):
 ``--seeds LABEL:MINUTES:F1,F2,...`` (repeatable) reads one recipe's results folders, one per seed: per protocol and
 pooling, the mean, SD and 95% t-interval over seeds of the accuracy and of the margin over random init, and how
 many seeds reached the goal. ``--seed-pair A B`` then judges recipe A against B over seeds (the i-th folders of
-each paired on the same test images) by the rule of ``maelab seeds``: decided only when the interval over >= 3
-seeds excludes 0 and every seed's own paired test agrees.
+each paired on the same test images) by the rule of ``maelab seeds``: decided only with >= 3 seeds when the
+t-interval over seeds and the paired bootstrap over the test images of the difference pooled over seeds both exclude
+0 on the same side (the count of seeds beyond noise on their own is shown, not required).
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def seed_pair_lines(a: tuple[str, list[Path]], b: tuple[str, list[Path]]) -> lis
             flags_b = [correct(f / "eval", protocol, pooling)[1] for f in folders_b]
             if any(len(x) != len(y) for x, y in zip(flags_a, flags_b, strict=True)):
                 raise SystemExit(f"--seed-pair {name_a} {name_b}: a seed's two runs were tested on different images")
+            if len({len(x) for x in flags_a}) > 1:  # pooled over seeds per image: the same images in every seed
+                raise SystemExit(f"--seed-pair {name_a} {name_b}: the seeds were tested on different images")
             out.append(f"- {protocol} ({pooling}): " + seed_pair(protocol, name_a, name_b, flags_a, flags_b)["text"])
     return out
 

@@ -72,11 +72,15 @@ def test_seeds_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (
         "| A | 15 min | 3 | linear | mean | 52.00 ± 2.00 [47.03, 56.97] | 15.00 ± 1.00 [12.52, 17.48] | 0 of 3 |" in out
     )
-    # Each seed: +50 points on 4 images, exact McNemar p 0.5 (not beyond noise), so the seeds agree on the sign
-    # but no seed decides it: not decided.
+    # Each seed: +50 points on 4 images, exact McNemar p 0.5 (not beyond noise). The seeds agree exactly (t-interval
+    # [+50, +50]), but they share the same 4 test images: per image d = [0, 1, 1, 0] in every seed, and 1/16 of the
+    # resampled image sets hold neither image 1 nor 2 (mean 0), more than 2.5%: the pooled interval reaches 0, so
+    # the difference is within test-image noise: not decided.
     pair = [line for line in out.splitlines() if line.startswith("- ")]
     assert len(pair) == 4
     assert all("not decided" in line and "A - B +50.00 points over 3 seeds" in line for line in pair)
+    assert all("pooled over seeds +50.00 [" in line and line.endswith("within test-image noise (the pooled interval "
+               "includes 0)") for line in pair)  # fmt: skip
 
 
 def test_seeds_refuse_bad_input(tmp_path: Path) -> None:

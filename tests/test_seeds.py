@@ -27,16 +27,44 @@ def _comparison(difference: float, p: float) -> PairedComparison:
 
 
 def test_seed_verdict_rule() -> None:
-    decided = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0, 6.0)])
-    assert decided.winner == "A" and decided.text.startswith("A beats B (decided)")
-    assert seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (-4.0, -5.0, -6.0)]).winner == "B"
-    two = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0)])
-    assert two.winner is None and "fewer than 3 seeds" in two.text
-    tie = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (5.0, -5.0, 1.0)])
-    assert tie.winner is None and tie.text.startswith("tie")
-    # The seeds agree on average, but one seed's own paired test is a tie: not decided.
-    split = seed_verdict("A", "B", [_comparison(4.0, 1e-4), _comparison(5.0, 1e-4), _comparison(4.5, 0.3)])
-    assert split.winner is None and "not every seed" in split.text
+    # pooled: (difference, low, high) of the paired bootstrap pooled over seeds, here beyond test-image noise.
+    decided = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0, 6.0)], pooled=(5.0, 4.0, 6.0))
+    assert decided.winner == "A" and decided.pooled == (5.0, 4.0, 6.0)
+    # t-interval 5 +- 4.303 * 1 / sqrt(3) = [2.52, 7.48]
+    assert decided.text == (
+        "A beats B (decided): A - B +5.00 points over 3 seeds (SD 1.00, 95% t-interval [+2.52, +7.48]) (per seed, "
+        "paired: +4.00 p 0.0001; +5.00 p 0.0001; +6.00 p 0.0001), pooled over seeds +5.00 [+4.00, +6.00]; 3 of 3 "
+        "seeds beyond noise on their own"
+    )
+    down = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (-4.0, -5.0, -6.0)], pooled=(-5.0, -6.0, -4.0))
+    assert down.winner == "B" and down.text.startswith("B beats A (decided)")
+    two = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0)], pooled=(4.5, 3.5, 5.5))
+    assert two.winner is None and two.text.startswith("not decided") and two.text.endswith("; fewer than 3 seeds")
+    assert "pooled over seeds +4.50 [+3.50, +5.50]" in two.text
+    # The seed interval includes 0: a tie, whatever the pooled test says (it covers test-image noise only).
+    tie = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (5.0, -5.0, 1.0)], pooled=(0.33, 0.1, 0.6))
+    assert tie.winner is None and tie.text.startswith("tie") and "pooled over seeds +0.33 [+0.10, +0.60]" in tie.text
+    # One seed's own paired test is a tie, but the seed interval (4.5 +- 4.303 * 0.5 / sqrt(3) = [3.26, 5.74]) and
+    # the pooled interval exclude 0: decided, and the seeds beyond noise on their own are counted.
+    split = [_comparison(4.0, 1e-4), _comparison(5.0, 1e-4), _comparison(4.5, 0.3)]
+    mixed = seed_verdict("A", "B", split, pooled=(4.5, 3.0, 6.0))
+    assert mixed.winner == "A" and mixed.text.startswith("A beats B (decided)")
+    assert mixed.text.endswith("; 2 of 3 seeds beyond noise on their own")
+    # A seed beyond noise the other way is said so: five seeds at +4 and one at -1.5, mean 3.08, t-interval
+    # 3.08 +- 2.571 * 2.245 / sqrt(6) = [0.73, 5.44].
+    against = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0,) * 5 + (-1.5,)], pooled=(3.08, 2.0, 4.1))
+    assert against.winner == "A" and against.text.endswith("; 5 of 6 seeds beyond noise on their own, 1 the other way")
+    # The split seeds again, but the pooled interval includes 0 (or lies on the other side): within test-image noise.
+    noisy = seed_verdict("A", "B", split, pooled=(4.5, -0.2, 9.2))
+    assert noisy.winner is None and noisy.text.startswith("not decided: A - B +4.50 points over 3 seeds")
+    assert noisy.text.endswith("; within test-image noise (the pooled interval includes 0)")
+    other = seed_verdict("A", "B", split, pooled=(4.5, -3.0, -1.0))
+    assert other.winner is None and other.text.endswith("(the pooled interval is on the other side of 0)")
+    # No per-image flags to pool: never decided, however far the seed interval is from 0.
+    bare = seed_verdict("A", "B", [_comparison(d, 1e-4) for d in (4.0, 5.0, 6.0)])
+    assert bare.winner is None and bare.pooled is None
+    assert bare.text.startswith("not decided") and bare.text.endswith("; no per-image flags to pool")
+    assert "pooled over seeds" not in bare.text
 
 
 def _flags(right: int) -> dict:
@@ -80,6 +108,11 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
                 if (p["metric"], p["a"], p["b"]) == ("fine-tune", "mask 0.5", "mask 0.75"))  # fmt: skip
     assert pair["winner"] == "mask 0.75" and pair["spread"]["mean"] == pytest.approx(-10.0)
     assert [c["difference"] for c in pair["per_seed"]] == pytest.approx([-10.0, -10.0, -10.0])
+    # pooled over seeds per image: the mean of the per-seed differences, its interval below 0 (the reports keep it)
+    assert (
+        pair["pooled"]["difference"] == pytest.approx(-10.0)
+        and pair["pooled"]["ci_low"] < pair["pooled"]["ci_high"] < 0
+    )
     two = write_seeds(folders[:2], tmp_path / "out2").read_text()
     assert "(decided)" not in two and "fewer than 3 seeds" in two
     # no budget, speed or machine records in these sweeps: those lines are left out

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap, seed_spread
+from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap, pooled_paired_bootstrap, seed_spread
 
 
 def flags(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +84,39 @@ def test_seed_spread_by_hand() -> None:
     assert seed_spread([5.0, 6.0, 7.0]).excludes_zero()
     one = seed_spread([4.0])
     assert (one.n, one.mean, one.sd, one.ci_low) == (1, 4.0, None, None) and not one.excludes_zero()
+
+
+def test_pooled_paired_bootstrap_by_hand() -> None:
+    # Per image, the difference averaged over 2 seeds: seed 1 gives [+1, 0, 0, -1], seed 2 [0, 0, +1, 0], so
+    # d = [0.5, 0, 0.5, -0.5], mean 0.125: +12.5 points, the mean of the per-seed differences (0 and +25).
+    a = [np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])]
+    b = [np.array([0, 1, 0, 1]), np.array([1, 0, 0, 0])]
+    diff, low, high = pooled_paired_bootstrap(a, b, n_boot=2000, seed=3)
+    assert diff == pytest.approx(12.5)
+    # A resample's mean lies in [-50, +50] (all four draws image 3, or all images 0 or 2). +50 is 1/16 of the
+    # resamples ((2/4)^4, more than the top 2.5%), so it is the upper end; 47/256 of them are below 0.
+    assert high == pytest.approx(50.0) and -50.0 <= low < 0.0
+    # Pooled per image, not per seed: A wins image 0 and loses image 1 in seed 1, the reverse in seed 2, so every
+    # image's d is 0 and so is every resample (8 images side by side would give a wide interval instead).
+    assert pooled_paired_bootstrap([[True, False], [False, True]], [[False, True], [True, False]]) == (0.0, 0.0, 0.0)
+
+
+def test_pooled_paired_bootstrap_of_one_seed_is_the_paired_bootstrap() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.random(500) < 0.6, rng.random(500) < 0.5
+    one = paired_bootstrap(a, b, n_boot=1000, seed=7)
+    assert pooled_paired_bootstrap([a], [b], n_boot=1000, seed=7) == one
+    # Two identical seeds: the same per-image d, so the same resamples and the same interval.
+    assert pooled_paired_bootstrap([a, a], [b, b], n_boot=1000, seed=7) == pytest.approx(one)
+
+
+def test_pooled_paired_bootstrap_refuses_different_images_or_seeds() -> None:
+    four, three = np.ones(4, bool), np.ones(3, bool)
+    with pytest.raises(ValueError, match=r"same, non-empty set of images: A has \[4, 3\] images per seed, B \[4, 4\]"):
+        pooled_paired_bootstrap([four, three], [four, four])  # seed 2 scored on other images
+    with pytest.raises(ValueError, match="same, non-empty set of images"):
+        pooled_paired_bootstrap([four], [three])
+    with pytest.raises(ValueError, match=r"same, non-zero number of seeds: 2 vs 1"):
+        pooled_paired_bootstrap([four, four], [four])
+    with pytest.raises(ValueError, match=r"number of seeds: 0 vs 0"):
+        pooled_paired_bootstrap([], [])

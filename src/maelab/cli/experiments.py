@@ -180,8 +180,10 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
         "seeds. Given `maelab recipe` folders instead, the same per candidate (validation split; score, steps and "
         "budget use too); given `maelab compare` folders, the same per protocol and encoder (MAE vs DINO, each vs "
         "random init, CLS vs mean pooling; speed too). "
-        f"A ranking is decided only with >= {MIN_SEEDS} seeds, every seed's paired test beyond "
-        "noise in the same direction and a seed interval that excludes 0. Writes OUT/summary.md and OUT/seeds.json.",
+        f"A ranking is decided only with >= {MIN_SEEDS} seeds when both the t-interval over seeds (training noise) and "
+        "a paired bootstrap over the same test images of the difference pooled over seeds (test-image noise) exclude "
+        "0 on the same side; how many seeds are beyond noise on their own is shown. Writes OUT/summary.md and "
+        "OUT/seeds.json.",
     )
     p.add_argument(
         "folders", nargs="+", metavar="DIR", help="sweep (or recipe-search, or compare) folders, one per seed"

@@ -6,6 +6,8 @@ errors. Both tests here look only at the images on which the two disagree.
 
 - :func:`mcnemar`: exact two-sided McNemar test (a binomial test on the discordant images).
 - :func:`paired_bootstrap`: percentile interval of the accuracy difference, resampling images.
+- :func:`pooled_paired_bootstrap`: the same over several seeds scored on the same images: per image the
+  difference averaged over seeds, resampling images (the test-image noise of a mean over seeds).
 - :func:`pack_correct` / :func:`unpack_correct`: a compact JSON form of the per-image flags, so that
   reports keep which images an encoder got right and later comparisons need no re-evaluation.
 - :func:`seed_spread`: mean, standard deviation and 95% t-interval of a quantity measured once per
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,7 +98,39 @@ def paired_bootstrap(
     a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"A and B must be scored on the same, non-empty set of images: {a.shape} vs {b.shape}")
-    diff = a.astype(np.float64) - b.astype(np.float64)  # per image: +1, 0 or -1
+    return _bootstrap_mean(a.astype(np.float64) - b.astype(np.float64), n_boot, seed, chunk)  # per image: +1, 0, -1
+
+
+def pooled_paired_bootstrap(
+    correct_a: Sequence[ArrayLike], correct_b: Sequence[ArrayLike], n_boot: int = 2000, seed: int = 0, chunk: int = 250
+) -> tuple[float, float, float]:
+    """(difference, low, high) in percentage points of A vs B pooled over seeds on the same images.
+
+    ``correct_a`` / ``correct_b``: one (N,) bool array per seed (S of each, every seed scored on the same N
+    images). Per image d = mean over seeds of (A right - B right); its mean (x100) is the mean of the per-seed
+    differences, and its 95% percentile interval comes from ``n_boot`` resamples of the images, the same
+    resampled images in every seed. With one seed this is :func:`paired_bootstrap` (same ``seed``, same result).
+    """
+    if len(correct_a) != len(correct_b) or len(correct_a) == 0:
+        raise ValueError(
+            f"A and B need flags of the same, non-zero number of seeds: {len(correct_a)} vs {len(correct_b)}"
+        )
+    a = [_as_bool(x, f"correct_a[{s}]") for s, x in enumerate(correct_a)]
+    b = [_as_bool(x, f"correct_b[{s}]") for s, x in enumerate(correct_b)]
+    sizes_a, sizes_b = [x.size for x in a], [x.size for x in b]
+    if len(set(sizes_a + sizes_b)) != 1 or sizes_a[0] == 0:
+        # Pooling per image needs image i to be the same image in every seed and for A and B.
+        raise ValueError(
+            "pooling over seeds needs every seed's A and B scored on the same, non-empty set of images: A has "
+            f"{sizes_a} images per seed, B {sizes_b}"
+        )
+    diff = np.mean([x.astype(np.float64) - y.astype(np.float64) for x, y in zip(a, b, strict=True)], axis=0)
+    return _bootstrap_mean(diff, n_boot, seed, chunk)
+
+
+def _bootstrap_mean(diff: np.ndarray, n_boot: int, seed: int, chunk: int) -> tuple[float, float, float]:
+    """(mean, low, high) x100 of the (N,) float per-image ``diff`` and its 95% percentile interval from ``n_boot``
+    resamples of the images (``chunk`` resamples at a time)."""
     rng = np.random.default_rng(seed)
     means = []
     for start in range(0, n_boot, chunk):  # chunks keep memory at chunk x N indices

@@ -6,7 +6,8 @@ equal-time run, the random init of the same shape) the test accuracy per seed wi
 pairs a single comparison judges (MAE vs DINO, each trained encoder vs random init, the equal-time run vs
 the method it was timed against), and "what is learned" (one encoder's CLS vs mean pooling, linear probe),
 are judged over seeds by :func:`maelab.experiments.seeds.seed_verdict`: the paired test within each seed
-(same test images), the 95% t-interval of the difference over seeds, decided only with >= 3 seeds. Speed:
+(same test images), the 95% t-interval of the difference over seeds and the paired bootstrap of the difference
+pooled over seeds per image, decided only with >= 3 seeds when both exclude 0 on one side. Speed:
 each method's img/s per seed and DINO's slowdown per image (MAE img/s / DINO img/s) with its interval.
 """
 
@@ -23,7 +24,7 @@ from maelab.eval.stats import unpack_correct
 from maelab.experiments.compare_stats import Score, comparison_columns, tests
 from maelab.experiments.compare_summary import across_calls
 from maelab.experiments.seeds import (
-    MIN_SEEDS,
+    RULE,
     check_seeds_of_one,
     computed_text,
     metrics_json,
@@ -168,10 +169,7 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
           f"{_report_line(c['folder'], 'Hardware')}" for c in compares],
         "",
         "Cells: mean ± SD [95% t-interval of the mean] over seeds (each seed in brackets); accuracies are test top-1 "
-        f"% on the same test images in every seed. Rule: A beats B is decided only with >= {MIN_SEEDS} seeds, every "
-        "seed's paired test (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0) in the same "
-        "direction, and the 95% t-interval of the mean difference over seeds excluding 0; a seed interval that "
-        "includes 0 is a tie; anything else is not decided. Every comparison is at one pooling.",
+        f"% on the same test images in every seed. {RULE} Every comparison is at one pooling.",
         "",
         markdown_table(["protocol", *encoders],
                        [[t, *(seed_cell(row.get(e), interval=True) for e in encoders)] for t, row in table.items()],

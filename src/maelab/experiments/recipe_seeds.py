@@ -6,7 +6,8 @@ split of the TRAINING images) the accuracy per seed with its mean +- SD over see
 k-NN and linear at the better pooling, as the search ranks) and its margin over the random init of the
 same encoder shape. Every pair of candidates, and each candidate vs its random init, is judged per
 metric by :func:`maelab.experiments.seeds.seed_verdict`: the paired test within each seed (same
-validation images), the 95% t-interval of the difference over seeds, decided only with >= 3 seeds.
+validation images), the 95% t-interval of the difference over seeds and the paired bootstrap of the
+difference pooled over seeds per image, decided only with >= 3 seeds when both exclude 0 on one side.
 The random init's per-image flags are read from the search's ``evals/<candidate>/`` reports.
 """
 
@@ -26,7 +27,7 @@ from maelab.eval.stats import unpack_correct
 from maelab.experiments.recipe_plan import KNN_K
 from maelab.experiments.recipe_summary import score
 from maelab.experiments.seeds import (
-    MIN_SEEDS,
+    RULE,
     check_seeds_of_one,
     computed_text,
     metrics_json,
@@ -136,10 +137,7 @@ def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], c
         f"calibration of its img/s; budget use = training seconds actually used / budget), scored on {o['holdout']} "
         "held-out TRAINING images (the test set is never read). Cells: mean ± SD over seeds (each seed in "
         "brackets); accuracies are top-1 %; score = mean of k-NN and linear at the better pooling; over random "
-        f"init = score minus the random init's of the same shape. Rule: A beats B is decided only with >= {MIN_SEEDS} "
-        "seeds, every seed's paired test (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0) in "
-        "the same direction, and the 95% t-interval of the mean difference over seeds excluding 0; a seed "
-        "interval that includes 0 is a tie; anything else is not decided.",
+        f"init = score minus the random init's of the same shape. {RULE}",
         "",
         markdown_table(["candidate", *columns],
                        [[n, *(seed_cell(table[n][c], 0 if c == "steps" else 2) for c in columns)] for n in names],

@@ -8,11 +8,20 @@ the equal-time fine-tune only when every sweep has it (sweeps of an older maelab
 report is unchanged).
 For every pair (ratio A vs ratio B, and each ratio vs the random-init encoder of the same seed and
 pooling) the paired difference on the same test images within each seed
-(:func:`maelab.eval.stats.compare_paired`), and over seeds the mean difference with its 95% t-interval
-(:func:`maelab.eval.stats.seed_spread`). Paired tests cover test-image noise only; another seed is
-another pretraining, so "A beats B" is *decided* only with at least :data:`MIN_SEEDS` seeds, every
-seed's paired test significant in the same direction, AND the seed interval excluding 0. A seed
-interval that includes 0 is a tie (given with its interval); anything else is "not decided".
+(:func:`maelab.eval.stats.compare_paired`) and a verdict over seeds. A mean difference over seeds carries
+two kinds of noise, and "A beats B" is *decided* only when each is beaten by its own test, both on the same
+side of 0, with at least :data:`MIN_SEEDS` seeds:
+
+- training noise (another seed is another pretraining): the 95% t-interval over seeds of the per-seed
+  differences (:func:`maelab.eval.stats.seed_spread`) excludes 0;
+- test-image noise (every seed is scored on the SAME test images, so the seed interval says nothing about
+  which images were drawn): the 95% paired bootstrap over images of the per-image difference averaged over
+  seeds (:func:`maelab.eval.stats.pooled_paired_bootstrap`) excludes 0.
+
+A seed interval that includes 0 is a tie; anything else is "not decided". The rule no longer asks every
+seed's own paired test to be significant: with a real but modest effect the chance that all of n seeds are
+each beyond noise falls as n grows, so more seeds made a claim harder to decide. How many seeds are beyond
+noise on their own is still reported with each decided verdict.
 """
 
 from __future__ import annotations
@@ -29,7 +38,14 @@ from maelab.config import ConfigError
 from maelab.eval.knn import PAIRED_K
 from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, write_json
-from maelab.eval.stats import PairedComparison, SeedSpread, compare_paired, seed_spread, unpack_correct
+from maelab.eval.stats import (
+    PairedComparison,
+    SeedSpread,
+    compare_paired,
+    pooled_paired_bootstrap,
+    seed_spread,
+    unpack_correct,
+)
 from maelab.experiments.seeds_checks import budget_lines, machine_warning, mixed_kind_notes, point_kinds, point_text
 from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import packed_correct
@@ -38,50 +54,83 @@ from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
 MIN_SEEDS = 3  # issue 15: rankings that decide a claim use >= 3 seeds
 # Settings that may differ between the seeds of one sweep (everything else must be equal).
 FREE_SETTINGS = ("pretrain.train.seed", "pretrain.train.out", "pretrain.train.quiet", "pretrain.data.data_dir")
+# The rule of the module docstring as the reports state it (sweeps, recipe searches and comparisons over seeds).
+RULE = (
+    f"Rule: A beats B is decided only with >= {MIN_SEEDS} seeds and when both sources of noise are beaten on the "
+    "same side of 0: training noise (another seed is another pretraining) by the 95% t-interval over seeds of the "
+    "per-seed paired differences, and test-image noise (every seed is scored on the same images) by a 95% paired "
+    'bootstrap over images of the per-image difference averaged over seeds ("pooled over seeds"). A seed interval '
+    "that includes 0 is a tie; anything else is not decided. A decided verdict also says how many seeds are beyond "
+    "noise on their own (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0): shown, not required, "
+    "since with a modest real effect all of n seeds beyond noise gets rarer as n grows."
+)
 
 
 @dataclass(frozen=True)
 class SeedVerdict:
     """A vs B over seeds: the per-seed paired comparisons, the spread of their differences (points), the
-    winner's name when decided (else None) and the sentence that says so."""
+    winner's name when decided (else None), the sentence that says so, and the difference pooled over seeds
+    per image with its 95% bootstrap interval ((difference, low, high) points; None without per-image flags)."""
 
     per_seed: tuple[PairedComparison, ...]
     spread: SeedSpread
     winner: str | None
     text: str
+    pooled: tuple[float, float, float] | None = None
 
 
 def seed_verdict(
-    name_a: str, name_b: str, per_seed: Sequence[PairedComparison], min_seeds: int = MIN_SEEDS
+    name_a: str,
+    name_b: str,
+    per_seed: Sequence[PairedComparison],
+    min_seeds: int = MIN_SEEDS,
+    pooled: tuple[float, float, float] | None = None,
 ) -> SeedVerdict:
-    """Judge A vs B from one paired comparison per seed (same test images within a seed), by the rule of
-    the module docstring."""
+    """Judge A vs B from one paired comparison per seed (same test images within a seed) and ``pooled``, the
+    (difference, low, high) of :func:`~maelab.eval.stats.pooled_paired_bootstrap` over the same seeds, by the rule
+    of the module docstring; without ``pooled`` nothing is decided (the seed interval alone misses the noise of
+    the test images)."""
     spread = seed_spread([c.difference for c in per_seed])
     numbers = f"{name_a} - {name_b} {spread.mean:+.2f} points over {spread.n} seed{'s' if spread.n > 1 else ''}"
     if spread.sd is not None:
         numbers += f" (SD {spread.sd:.2f}, 95% t-interval [{spread.ci_low:+.2f}, {spread.ci_high:+.2f}])"
     numbers += " (per seed, paired: " + "; ".join(f"{c.difference:+.2f} p {c.p_value:.2g}" for c in per_seed) + ")"
-    agree = all(c.significant() and (c.difference > 0) == (spread.mean > 0) for c in per_seed)
+    if pooled is not None and spread.n > 1:
+        numbers += f", pooled over seeds {pooled[0]:+.2f} [{pooled[1]:+.2f}, {pooled[2]:+.2f}]"
+    up = spread.mean > 0
     winner = None
     if spread.n < min_seeds:
         text = f"not decided: {numbers}; fewer than {min_seeds} seeds"
     elif not spread.excludes_zero():
         text = f"tie: {numbers}"
-    elif not agree:
-        text = f"not decided: {numbers}, but not every seed's paired test agrees"
+    elif pooled is None:
+        text = f"not decided: {numbers}; no per-image flags to pool"
+    elif not (pooled[1] > 0 if up else pooled[2] < 0):
+        side = "includes 0" if pooled[1] <= 0 <= pooled[2] else "is on the other side of 0"
+        text = f"not decided: {numbers}; within test-image noise (the pooled interval {side})"
     else:
-        winner = name_a if spread.mean > 0 else name_b
-        text = f"{winner} beats {name_b if winner == name_a else name_a} (decided): {numbers}, every seed beyond noise"
-    return SeedVerdict(tuple(per_seed), spread, winner, text)
+        winner = name_a if up else name_b
+        # The old every-seed criterion, shown but not required: how many seeds are beyond noise on their own.
+        won = sum(c.significant() and (c.difference > 0) == up for c in per_seed)
+        lost = sum(c.significant() and (c.difference > 0) != up for c in per_seed)
+        own = f"{won} of {spread.n} seeds beyond noise on their own" + (f", {lost} the other way" if lost else "")
+        text = f"{winner} beats {name_b if winner == name_a else name_a} (decided): {numbers}; {own}"
+    return SeedVerdict(tuple(per_seed), spread, winner, text, pooled)
 
 
 def seed_pair(metric: str, a: str, b: str, flags_a: Sequence[Any], flags_b: Sequence[Any]) -> dict[str, Any]:
     """A vs B on one metric over seeds, as the reports keep it: each seed's paired test on its (N,) per-image
-    flags (:func:`compare_paired`, the same test images within a seed) and the :func:`seed_verdict`;
-    {metric, a, b, winner, text, spread, per_seed}."""
+    flags (:func:`compare_paired`, the same test images within a seed), the difference pooled over seeds per image
+    (:func:`pooled_paired_bootstrap`, the same N images in every seed) and the :func:`seed_verdict`;
+    {metric, a, b, winner, text, spread, pooled, per_seed}."""
     comps = [compare_paired(x, y) for x, y in zip(flags_a, flags_b, strict=True)]
-    v = seed_verdict(a, b, comps)
+    try:
+        pooled = pooled_paired_bootstrap(flags_a, flags_b)
+    except ValueError as e:  # seeds scored on different images: a user's mix-up, named, not a traceback
+        raise ConfigError(f"{metric}, {a} vs {b}: {e}") from e
+    v = seed_verdict(a, b, comps, pooled=pooled)
     return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
+            "pooled": dict(zip(("difference", "ci_low", "ci_high"), pooled, strict=True)),
             "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
 
 
@@ -268,10 +317,7 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         "Sweeps read (one per seed, otherwise the same settings):", "",
         *[_sweep_line(s) for s in sweeps], "",
         *([machines, ""] if machines else []),
-        f"Cells: mean ± SD over seeds (each seed's accuracy in brackets), top-1 % on the same test images. Rule: "
-        f"A beats B is decided only with >= {MIN_SEEDS} seeds, every seed's paired test (McNemar p < 0.05 and a "
-        "95% paired-bootstrap interval excluding 0) in the same direction, and the 95% t-interval of the mean "
-        "difference over seeds excluding 0; a seed interval that includes 0 is a tie; anything else is not decided.",
+        f"Cells: mean ± SD over seeds (each seed's accuracy in brackets), top-1 % on the same test images. {RULE}",
         "",
     ]  # fmt: skip
     for view, part in combined.items():
