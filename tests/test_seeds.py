@@ -119,10 +119,19 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert "Budget per seed" not in summary and "Warning" not in summary and "Note:" not in summary
 
 
+def _committed_folders() -> list[Path]:
+    """The folders the committed seeds report read (its seeds.json), in its order; each committed seeds/seedN folder
+    must be among them, so a seed added without re-running ``maelab seeds`` fails here."""
+    recorded = json.loads((RESULTS / "seeds" / "seeds.json").read_text())["folders"]
+    folders = [RESULTS.parents[1] / f for f in recorded]
+    assert set((RESULTS / "seeds").glob("seed[0-9]*")) <= set(folders)
+    return folders
+
+
 def test_committed_sweeps_read_back_with_the_recorded_columns() -> None:
     """results/mask_ratio_cpu and its seeds (swept with the equal-time fine-tune): read now, both views have the
     fine-tune column and exactly the columns of the committed report (seeds/seeds.json)."""
-    folders = [RESULTS, *(RESULTS / "seeds" / f"seed{seed}" for seed in range(1, 5))]
+    folders = _committed_folders()
     if not all((f / "metrics.json").is_file() for f in folders):
         pytest.skip("the committed results are not in this checkout")
     sweeps = load_sweeps(folders)
@@ -320,9 +329,10 @@ def test_each_folder_read_says_when_its_stages_were_computed(tmp_path: Path) -> 
 def test_committed_sweeps_on_two_machines_are_warned() -> None:
     """Seeds 3 and 4 ran on an AMD EPYC (AVX2) after seeds 0-2 on the Intel Xeon (AVX-512): read together, the
     warning names each seed's CPU and capability, and the committed seeds report carries it."""
-    folders = [RESULTS, *(RESULTS / "seeds" / f"seed{seed}" for seed in range(1, 5))]
+    folders = _committed_folders()
     if not all((f / "metrics.json").is_file() for f in folders):
         pytest.skip("the committed results are not in this checkout")
+    assert len(folders) >= 5
     warning = machine_warning(load_sweeps(folders))
     assert warning is not None and "Warning: the sweeps ran on different machines" in warning
     assert "Intel(R) Xeon(R) Processor (seed 0)" in warning and "AMD EPYC (seed 3), AMD EPYC (seed 4)" in warning
