@@ -13,7 +13,7 @@ from maelab.cli import main
 from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
-from maelab.experiments.seeds import load_sweeps, seed_verdict, shared_metrics, write_seeds
+from maelab.experiments.seeds import RULE, load_sweeps, seed_verdict, shared_metrics, write_seeds
 from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text
 from maelab.experiments.sweep_plan import VIEWS
 
@@ -338,3 +338,15 @@ def test_committed_sweeps_on_two_machines_are_warned() -> None:
     assert "Intel(R) Xeon(R) Processor (seed 0)" in warning and "AMD EPYC (seed 3), AMD EPYC (seed 4)" in warning
     assert "cpu_capability AVX512 (seed 0)" in warning and "AVX2 (seed 4)" in warning
     assert warning in (RESULTS / "seeds" / "summary.md").read_text()
+
+
+def test_committed_seed_reports_state_the_current_rule() -> None:
+    """Every committed report over seeds was generated under today's rule: a change of the rule without re-running
+    ``maelab seeds`` over the committed folders fails here."""
+    root = RESULTS.parents[1] / "results"
+    reports = sorted(root.glob("**/seeds.json"))
+    if not reports:
+        pytest.skip("the committed results are not in this checkout")
+    assert len(reports) >= 5
+    for report in reports:
+        assert RULE in (report.parent / "summary.md").read_text(), f"{report.parent}: re-run maelab seeds"

@@ -62,7 +62,9 @@ RULE = (
     'bootstrap over images of the per-image difference averaged over seeds ("pooled over seeds"). A seed interval '
     "that includes 0 is a tie; anything else is not decided. A decided verdict also says how many seeds are beyond "
     "noise on their own (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0): shown, not required, "
-    "since with a modest real effect all of n seeds beyond noise gets rarer as n grows."
+    "since with a modest real effect all of n seeds beyond noise gets rarer as n grows. Each pair is judged on its own "
+    "at the 95% level, with no correction for the number of pairs in a report, so a decided verdict whose interval "
+    "ends near 0 is the weaker kind."
 )
 
 
