@@ -14,7 +14,7 @@ from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
 from maelab.experiments.seeds import RULE, load_sweeps, seed_verdict, shared_metrics, write_seeds
-from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text
+from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text, speed_lines
 from maelab.experiments.sweep_plan import VIEWS
 
 N = 1000  # test images of the fake sweeps
@@ -200,6 +200,20 @@ def test_seeds_report_says_where_the_seeds_differ_beyond_settings(tmp_path: Path
     assert {(p["a"], p["b"]) for p in record["pairs"] if p["repeat"]} == {("mask 0.75", "random init")}
 
 
+def test_speed_lines_give_each_ratio_over_the_budget_ratio_and_the_speed_up_per_seed() -> None:
+    """Hand-computed: seed 0 runs 0.5 / 0.75 / 0.9 at 100 / 150 / 300 img/s, seed 1 at 80 / 200 / 250: over 0.75
+    that is 0.67x / 2.00x and 0.40x / 1.25x, and 0.75 over 0.5 is 1.50x and 2.50x."""
+    sweeps = [{"seed": seed, "settings": {"budget_ratio": 0.75},
+               "runs": {r: {"median_img_per_s": v} for r, v in zip(("0.5", "0.75", "0.9"), speeds, strict=True)}}
+              for seed, speeds in ((0, (100, 150, 300)), (1, (80, 200, 250)))]  # fmt: skip
+    lines = speed_lines(sweeps)
+    assert lines[0] == ("Training speed per seed (median img/s of each mask ratio; in brackets, over mask 0.75's): "
+                        "seed 0: 0.5 100 (0.67x), 0.75 150, 0.9 300 (2.00x); "
+                        "seed 1: 0.5 80 (0.40x), 0.75 200, 0.9 250 (1.25x).")  # fmt: skip
+    assert lines[2] == "Mask 0.75 over mask 0.5, per seed: 1.50x / 2.50x (1.50x-2.50x)."
+    assert speed_lines([{**s, "runs": {}} for s in sweeps]) == []  # nothing recorded: no line
+
+
 def test_committed_sweeps_show_their_equal_time_points_and_budgets() -> None:
     """The committed sweeps of seeds 0-2 (one Intel Xeon, its speed drifting between seeds): the same machine, budgets
     24% apart and mask 0.75's speed 27% apart (both warned), 0.25 a budget checkpoint and 0.9 capped in every seed."""
@@ -212,6 +226,7 @@ def test_committed_sweeps_show_their_equal_time_points_and_budgets() -> None:
     assert "seed 0 205.7 s (240.13 img/s), seed 1 176.5 s (288 img/s), seed 2 165.6 s (304.84 img/s)" in lines[0]
     assert any("the budget differs by 24% across seeds" in line for line in lines)
     assert any("img/s of mask 0.75 differs by 27%" in line for line in lines)
+    assert "Mask 0.75 over mask 0.25, per seed: 2.08x / 1.98x / 1.80x (1.80x-2.08x)." in speed_lines(sweeps)
     points = point_kinds(sweeps, ["mask 0.25", "mask 0.9"])
     assert point_text(points["mask 0.9"]) == "final checkpoint, 62-83% of the budget"
     assert points["mask 0.25"]["kind"] == ["budget checkpoint"] * 3

@@ -46,7 +46,14 @@ from maelab.eval.stats import (
     seed_spread,
     unpack_correct,
 )
-from maelab.experiments.seeds_checks import budget_lines, machine_warning, mixed_kind_notes, point_kinds, point_text
+from maelab.experiments.seeds_checks import (
+    budget_lines,
+    machine_warning,
+    mixed_kind_notes,
+    point_kinds,
+    point_text,
+    speed_lines,
+)
 from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import packed_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
@@ -308,9 +315,10 @@ def _sweep_line(s: dict[str, Any]) -> str:
 
 
 def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
-    """The report: what was read (and where the machines differ), the per-ratio table of each view (mean ± SD over
-    seeds, then each seed; at equal time which checkpoint each ratio is, and each seed's budget) and every pair's
-    verdict over seeds (at equal time the pairs that repeat an equal-epoch pair are marked and counted apart)."""
+    """The report: what was read (and where the machines differ), each seed's training speed per ratio, the
+    per-ratio table of each view (mean ± SD over seeds, then each seed; at equal time which checkpoint each ratio is,
+    and each seed's budget) and every pair's verdict over seeds (at equal time the pairs that repeat an equal-epoch
+    pair are marked and counted apart)."""
     seeds = [s["seed"] for s in sweeps]
     machines = machine_warning(sweeps)
     lines = [
@@ -319,6 +327,7 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         "Sweeps read (one per seed, otherwise the same settings):", "",
         *[_sweep_line(s) for s in sweeps], "",
         *([machines, ""] if machines else []),
+        *speed_lines(sweeps),
         f"Cells: mean ± SD over seeds (each seed's accuracy in brackets), top-1 % on the same test images. {RULE}",
         "",
     ]  # fmt: skip

@@ -60,6 +60,39 @@ def budget_lines(sweeps: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ratio_text(x: float) -> str:
+    """A speed ratio as the reports write it, e.g. ``2.08x``."""
+    return f"{x:.2f}x"
+
+
+def speed_lines(sweeps: Sequence[dict[str, Any]]) -> list[str]:
+    """Each seed's median training img/s per mask ratio with its speed over the budget ratio's, and the budget ratio's
+    speed over the lowest ratio's per seed with their range (the paper's speed-up claim, seed by seed); [] where
+    the sweeps recorded no budget ratio or speeds."""
+    ratio = sweeps[0]["settings"].get("budget_ratio")
+    speeds = {s["seed"]: {float(r): run.get("median_img_per_s") for r, run in (s.get("runs") or {}).items()}
+              for s in sweeps}  # fmt: skip
+    if ratio is None or not any(v for row in speeds.values() for v in row.values()):
+        return []
+    cells, over_lowest = [], []
+    for seed, row in speeds.items():
+        base = row.get(ratio)
+        parts = [f"{r:g} {v:g}" + (f" ({_ratio_text(v / base)})" if base and r != ratio else "")
+                 for r, v in sorted(row.items()) if v]  # fmt: skip
+        cells.append(f"seed {seed}: " + ", ".join(parts))
+        lowest = min(row)
+        if base and row.get(lowest) and lowest != ratio:
+            over_lowest.append(base / row[lowest])
+    lines = [f"Training speed per seed (median img/s of each mask ratio; in brackets, over mask {ratio:g}'s): "
+             + "; ".join(cells) + ".", ""]  # fmt: skip
+    if over_lowest:
+        lowest = min(min(row) for row in speeds.values())
+        each = " / ".join(_ratio_text(x) for x in over_lowest)
+        lines += [f"Mask {ratio:g} over mask {lowest:g}, per seed: {each} "
+                  f"({_ratio_text(min(over_lowest))}-{_ratio_text(max(over_lowest))}).", ""]  # fmt: skip
+    return lines
+
+
 def point_kinds(sweeps: Sequence[dict[str, Any]], labels: Sequence[str]) -> dict[str, dict[str, list[Any]]]:
     """{label: {"kind": [per seed], "budget_share": [per seed]}} of each equal-time row of ``labels``: which
     checkpoint it is (:func:`~maelab.experiments.sweep_plan.equal_time_kind`) and the share of its sweep's budget
