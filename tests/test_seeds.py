@@ -11,9 +11,9 @@ import pytest
 
 from maelab.cli import main
 from maelab.config import ConfigError
-from maelab.eval.stats import PairedComparison, pack_correct
+from maelab.eval.stats import PairedComparison, pack_correct, t_two_sided_p
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
-from maelab.experiments.seeds import RULE, load_sweeps, seed_verdict, shared_metrics, write_seeds
+from maelab.experiments.seeds import RULE, holm_count, load_sweeps, mark_holm, seed_verdict, shared_metrics, write_seeds
 from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text, speed_lines
 from maelab.experiments.sweep_plan import VIEWS
 
@@ -113,10 +113,34 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
         pair["pooled"]["difference"] == pytest.approx(-10.0)
         and pair["pooled"]["ci_low"] < pair["pooled"]["ci_high"] < 0
     )
+    assert pair["holm"]["adjusted_p"] == 0.0  # every seed -10: no spread, so p 0 (before and after Holm)
+    assert "of them also after a Holm correction over the report's" in summary
+    assert "(decided): mask 0.5 - mask 0.75 -10.00" in summary and "Holm over the report's" in summary
     two = write_seeds(folders[:2], tmp_path / "out2").read_text()
     assert "(decided)" not in two and "fewer than 3 seeds" in two
     # no budget, speed or machine records in these sweeps: those lines are left out
     assert "Budget per seed" not in summary and "Warning" not in summary and "Note:" not in summary
+
+
+def test_holm_marks_decided_verdicts_over_the_pairs_a_report_tests() -> None:
+    def pair(diffs: list[float], winner: str | None) -> dict:
+        return {"per_seed": [{"difference": d} for d in diffs], "winner": winner, "text": "verdict"}
+
+    # per-seed differences -> t = mean / (SD / sqrt 3) on 2 degrees of freedom:
+    # strong [2, 2.1, 1.9]: t = 20 sqrt 3; middle [1, 2, 3]: t = 2 sqrt 3; weak [0.1, 2, 0.6]: t ~ 1.36 (a tie).
+    strong, middle, weak = pair([2.0, 2.1, 1.9], "A"), pair([1.0, 2.0, 3.0], "A"), pair([0.1, 2.0, 0.6], None)
+    repeat = pair([1.0, 2.0, 3.0], "A")  # the same checkpoints as `middle`, not counted again
+    family = [strong, middle, weak]
+    mark_holm([*family, repeat], family)
+    p_strong, p_middle = t_two_sided_p(20 * 3**0.5, 2), t_two_sided_p(2 * 3**0.5, 2)
+    assert p_middle == pytest.approx(1 - 2 * 3**0.5 / 14**0.5)
+    assert strong["holm"] == {"p": pytest.approx(p_strong), "adjusted_p": pytest.approx(3 * p_strong), "family": 3}
+    assert middle["holm"]["adjusted_p"] == pytest.approx(2 * p_middle) == repeat["holm"]["adjusted_p"]
+    assert strong["text"] == f"verdict; Holm over the report's 3 pairs: holds (adjusted p {3 * p_strong:.2g})"
+    assert middle["text"] == f"verdict; Holm over the report's 3 pairs: does not hold (adjusted p {2 * p_middle:.2g})"
+    assert weak["text"] == "verdict" and "holm" in weak  # a tie is not annotated, but its p is kept
+    assert holm_count(family) == ", 1 of them also after a Holm correction over the report's 3 pairs"
+    assert holm_count([weak]) == ""
 
 
 def _committed_folders() -> list[Path]:
@@ -173,7 +197,9 @@ def test_equal_time_names_each_point_and_counts_repeated_pairs_once(tmp_path: Pa
     assert "| mask 0.5 (budget checkpoint, 102% of the budget) |" in equal_time
     assert "| mask 0.75 (final checkpoint, sets the budget) |" in equal_time and "| random init |" in equal_time
     # linear and k-NN (no equal-time fine-tune here) x 6 pairs, of which 3 repeat
-    assert " of 6 pairs; 6 more pairs repeat equal-epoch pairs" in equal_time
+    assert " of 6 pairs" in equal_time and "; 6 more pairs repeat equal-epoch pairs" in equal_time
+    # Holm runs over the 18 equal-epoch pairs and the 6 fresh equal-time ones; a repeat carries its twin's result
+    assert "Holm correction over the report's 24 pairs" in summary
     assert equal_time.count("(repeats the equal-epoch pair)") == 6
     assert "Budget per seed (mask 0.75's training time, and its median img/s): seed 0 100.0 s (120 img/s)" in summary
     assert "Warning" not in summary and "Note:" not in summary
@@ -181,6 +207,11 @@ def test_equal_time_names_each_point_and_counts_repeated_pairs_once(tmp_path: Pa
     assert {(p["a"], p["b"]) for p in record["pairs"] if p["repeat"]} == {
         ("mask 0.75", "mask 0.9"), ("mask 0.75", "random init"), ("mask 0.9", "random init")}  # fmt: skip
     assert record["points"]["mask 0.9"]["kind"] == ["final checkpoint"] * 3
+    epochs = {(p["metric"], p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "seeds.json").read_text())[
+        "views"]["equal epochs"]["pairs"]}  # fmt: skip
+    for p in record["pairs"]:
+        if p["repeat"]:
+            assert p["holm"] == epochs[(p["metric"], p["a"], p["b"])]["holm"]
 
 
 def test_seeds_report_says_where_the_seeds_differ_beyond_settings(tmp_path: Path) -> None:

@@ -7,7 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from maelab.eval.stats import compare_paired, mcnemar, paired_bootstrap, pooled_paired_bootstrap, seed_spread
+from maelab.eval.stats import (
+    T_975,
+    compare_paired,
+    holm_adjust,
+    mcnemar,
+    paired_bootstrap,
+    pooled_paired_bootstrap,
+    seed_spread,
+    t_test_p,
+    t_two_sided_p,
+)
 
 
 def flags(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,3 +130,35 @@ def test_pooled_paired_bootstrap_refuses_different_images_or_seeds() -> None:
         pooled_paired_bootstrap([four, four], [four])
     with pytest.raises(ValueError, match=r"number of seeds: 0 vs 0"):
         pooled_paired_bootstrap([], [])
+
+
+def test_t_p_value_by_hand_and_against_the_quantile_table() -> None:
+    # df 1 is the Cauchy law: P(|T| >= 1) = 1/2; df 2 has P(|T| >= t) = 1 - t / sqrt(2 + t^2).
+    assert t_two_sided_p(1.0, 1) == pytest.approx(0.5)
+    assert t_two_sided_p(2.0, 2) == pytest.approx(1 - 2 / math.sqrt(6))
+    assert t_two_sided_p(0.0, 7) == pytest.approx(1.0)
+    assert t_two_sided_p(-3.0, 5) == t_two_sided_p(3.0, 5)
+    # The 95% quantiles used for every seed interval give p = 0.05 (table values are rounded to 3 decimals).
+    for df, t in enumerate(T_975, start=1):
+        assert t_two_sided_p(t, df) == pytest.approx(0.05, abs=3e-4), df
+    assert t_two_sided_p(10.0, 8) < 1e-4 < t_two_sided_p(3.0, 8) < 0.05
+    with pytest.raises(ValueError, match="df"):
+        t_two_sided_p(1.0, 0)
+
+
+def test_t_test_p_is_the_test_behind_the_seed_interval() -> None:
+    # [1, 2, 3]: mean 2, SD 1, t = 2 / (1 / sqrt 3) on 2 degrees of freedom.
+    t = 2 * math.sqrt(3)
+    assert t_test_p([1.0, 2.0, 3.0]) == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    for values in ([0.3, 1.1, 0.8], [-2.0, 0.5, 1.0, 0.2], [1.5, 1.6, 1.4, 1.7, 1.2]):
+        inside = not seed_spread(values).excludes_zero()
+        assert (t_test_p(values) >= 0.05) == inside
+    assert t_test_p([1.0]) is None
+    assert t_test_p([2.0, 2.0]) == 0.0 and t_test_p([0.0, 0.0]) == 1.0
+
+
+def test_holm_adjust_by_hand() -> None:
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> non-decreasing 0.02, 0.03, 0.06, 0.06.
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm_adjust([]) == []

@@ -12,6 +12,8 @@ errors. Both tests here look only at the images on which the two disagree.
   reports keep which images an encoder got right and later comparisons need no re-evaluation.
 - :func:`seed_spread`: mean, standard deviation and 95% t-interval of a quantity measured once per
   seed (the paired tests above cover test-image noise only; another seed is another pretraining).
+- :func:`t_test_p` / :func:`holm_adjust`: the two-sided p-value of that seed t-test and Holm's step-down
+  adjustment over the many pairs one report tests (so a reader can tell which verdicts survive them all).
 """
 
 from __future__ import annotations
@@ -208,3 +210,50 @@ def seed_spread(values: ArrayLike) -> SeedSpread:
     sd = float(a.std(ddof=1))
     half = T_975[min(a.size - 1, len(T_975)) - 1] * sd / math.sqrt(a.size)
     return SeedSpread(int(a.size), mean, sd, mean - half, mean + half)
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` >= 1 degrees of freedom, in closed form (Abramowitz & Stegun
+    26.7.3-4: a finite series in cos(theta), theta = atan(|t| / sqrt(df))), so no SciPy is needed."""
+    if df < 1:
+        raise ValueError(f"t_two_sided_p: df must be >= 1, got {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    k = df % 2  # odd df: series in odd powers of cos, plus theta; even df: even powers, times sin
+    term = math.cos(theta) if k else 1.0
+    series = 0.0
+    while k <= df - 2:
+        series += term
+        term *= cos2 * (k + 1) / (k + 2)
+        k += 2
+    if df % 2:
+        inside = 2 / math.pi * (theta + math.sin(theta) * series)
+    else:
+        inside = math.sin(theta) * series
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def t_test_p(values: ArrayLike) -> float | None:
+    """Two-sided p-value of the one-sample t-test that the mean of ``values`` (one per seed, (S,)) is 0: the test
+    behind :func:`seed_spread`'s interval. None with fewer than 2 values; 0 or 1 when they do not vary."""
+    a = np.asarray(values, dtype=float).ravel()
+    if a.size < 2:
+        return None
+    sd = float(a.std(ddof=1))
+    if sd == 0.0:
+        return 1.0 if float(a.mean()) == 0.0 else 0.0
+    return t_two_sided_p(float(a.mean()) / (sd / math.sqrt(a.size)), a.size - 1)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values of ``p_values`` (m tests, in their order): the i-th smallest p times
+    (m - i + 1), made non-decreasing and capped at 1; a test holds at level alpha over all m when its adjusted p
+    is below alpha (this controls the chance of any false "decided" among the m, unlike judging each alone)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -27,6 +27,7 @@ from maelab.experiments.seeds import (
     RULE,
     check_seeds_of_one,
     computed_text,
+    mark_holm,
     metrics_json,
     read_folder,
     seed_cell,
@@ -123,6 +124,7 @@ def combine(compares: list[dict[str, Any]]) -> dict[str, Any]:
               [(s["linear probe cls"][m], s["linear probe mean"][m]) for s in per_seed])
         for m in ("MAE", "DINO") if all(m in s["linear probe cls"] for s in per_seed)
     ]  # fmt: skip
+    mark_holm(pairs + learned, pairs + learned)
     runs = {m: [c["stages"][f"pretrain:{m}"] for c in compares] for m in METHODS}
     speed: dict[str, Any] = {f"{m.upper()} img/s": seed_entry([r["img_per_s"] for r in runs[m]]) for m in METHODS}
     speed["DINO slowdown per image (MAE img/s / DINO img/s)"] = seed_entry(

@@ -30,6 +30,7 @@ from maelab.experiments.seeds import (
     RULE,
     check_seeds_of_one,
     computed_text,
+    mark_holm,
     metrics_json,
     read_folder,
     seed_cell,
@@ -92,6 +93,7 @@ def combine(searches: list[dict[str, Any]]) -> dict[str, Any]:
         judged = [(a, b, per[a], per[b]) for a, b in combinations(names, 2)]
         judged += [(n, RANDOM, per[n], [random_flags(s, n, kind, pooling) for s in searches]) for n in names]
         pairs += [seed_pair(label, a, b, fa, fb) for a, b, fa, fb in judged]
+    mark_holm(pairs, pairs)
     for n in names:
         table[n]["score"] = seed_entry([sc["score"] for sc in scores[n]])
         table[n]["over random init"] = seed_entry([sc["over_random_init"] for sc in scores[n]])

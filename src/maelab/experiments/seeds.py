@@ -42,8 +42,10 @@ from maelab.eval.stats import (
     PairedComparison,
     SeedSpread,
     compare_paired,
+    holm_adjust,
     pooled_paired_bootstrap,
     seed_spread,
+    t_test_p,
     unpack_correct,
 )
 from maelab.experiments.seeds_checks import (
@@ -70,8 +72,9 @@ RULE = (
     "that includes 0 is a tie; anything else is not decided. A decided verdict also says how many seeds are beyond "
     "noise on their own (McNemar p < 0.05 and a 95% paired-bootstrap interval excluding 0): shown, not required, "
     "since with a modest real effect all of n seeds beyond noise gets rarer as n grows. Each pair is judged on its own "
-    "at the 95% level, with no correction for the number of pairs in a report, so a decided verdict whose interval "
-    "ends near 0 is the weaker kind."
+    "at the 95% level, so among the many pairs a report tests a few weak ones are decided by chance; a decided "
+    "verdict therefore also says whether its seed t-test holds after a Holm correction over all the distinct pairs "
+    "of the report (Holm-adjusted p < 0.05): shown, not required, and one that does not hold is the weaker kind."
 )
 
 
@@ -141,6 +144,35 @@ def seed_pair(metric: str, a: str, b: str, flags_a: Sequence[Any], flags_b: Sequ
     return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
             "pooled": dict(zip(("difference", "ci_low", "ci_high"), pooled, strict=True)),
             "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
+
+
+def mark_holm(pairs: Sequence[dict[str, Any]], family: Sequence[dict[str, Any]]) -> None:
+    """Add to each :func:`seed_pair` dict of ``pairs`` "holm": {p, adjusted_p, family} (p of the seed t-test over its
+    per-seed differences, adjusted by Holm over the m distinct pairs of ``family``, the pairs a report tests) and, to
+    a decided verdict's text, whether it holds (adjusted p < 0.05). A pair outside ``family`` that repeats one in it
+    (the same checkpoints, so the same p) gets the adjusted p of the family's pairs with p at most its own."""
+    p_of = [t_test_p([c["difference"] for c in q["per_seed"]]) for q in family]
+    tested = [(p, q) for p, q in zip(p_of, family, strict=True) if p is not None]
+    adjusted = sorted(zip((p for p, _ in tested), holm_adjust([p for p, _ in tested]), strict=True))
+    for q in pairs:
+        p = t_test_p([c["difference"] for c in q["per_seed"]])
+        if p is None:
+            continue
+        adj = max((a for x, a in adjusted if x <= p), default=min(1.0, p * len(adjusted)))
+        q["holm"] = {"p": p, "adjusted_p": adj, "family": len(adjusted)}
+        if q["winner"]:
+            holds = "holds" if adj < 0.05 else "does not hold"
+            q["text"] += f"; Holm over the report's {len(adjusted)} pairs: {holds} (adjusted p {adj:.2g})"
+
+
+def holm_count(pairs: Sequence[dict[str, Any]]) -> str:
+    """ ", N of them also after Holm's correction over the report's m pairs" for the decided ones of ``pairs`` that
+    :func:`mark_holm` marked ("" when none was marked)."""
+    marked = [q["holm"] for q in pairs if q["winner"] and "holm" in q]
+    if not marked:
+        return ""
+    held = sum(h["adjusted_p"] < 0.05 for h in marked)
+    return f", {held} of them also after a Holm correction over the report's {marked[0]['family']} pairs"
 
 
 # ------------------------------------------------------------------------------------ reading sweeps
@@ -279,6 +311,8 @@ def combine(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
         out[view] = {"table": table, "pairs": pairs}
         if view != VIEWS[0]:
             out[view]["points"] = point_kinds(sweeps, labels)
+    every = [p for part in out.values() for p in part["pairs"]]
+    mark_holm(every, [p for p in every if not p.get("repeat")])
     return out
 
 
@@ -344,7 +378,8 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         repeats = len(part["pairs"]) - len(fresh)
         again = (f"; {repeats} more pairs repeat equal-epoch pairs (the same checkpoints in every seed, so the same "
                  "verdicts) and are not counted again") if repeats else ""  # fmt: skip
-        lines += [f"Decided: {sum(1 for p in fresh if p['winner'])} of {len(fresh)} pairs{again}.", ""]
+        decided = f"{sum(1 for p in fresh if p['winner'])} of {len(fresh)} pairs{holm_count(fresh)}"
+        lines += [f"Decided: {decided}{again}.", ""]
         lines += [f"- {p['metric']}: {p['text']}" + (" (repeats the equal-epoch pair)" if p.get("repeat") else "")
                   for p in part["pairs"]]  # fmt: skip
         lines.append("")
