@@ -13,8 +13,9 @@ from maelab.cli import main
 from maelab.config import ConfigError
 from maelab.eval.stats import PairedComparison, pack_correct, t_two_sided_p
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
-from maelab.experiments.seeds import RULE, holm_count, load_sweeps, mark_holm, seed_verdict, shared_metrics, write_seeds
+from maelab.experiments.seeds import RULE, load_sweeps, seed_verdict, shared_metrics, write_seeds
 from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text, speed_lines
+from maelab.experiments.seeds_holm import holm_count, mark_holm
 from maelab.experiments.sweep_plan import VIEWS
 
 N = 1000  # test images of the fake sweeps

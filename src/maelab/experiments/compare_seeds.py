@@ -27,7 +27,6 @@ from maelab.experiments.seeds import (
     RULE,
     check_seeds_of_one,
     computed_text,
-    mark_holm,
     metrics_json,
     read_folder,
     seed_cell,
@@ -35,6 +34,7 @@ from maelab.experiments.seeds import (
     seed_pair,
     write_report,
 )
+from maelab.experiments.seeds_holm import mark_holm
 
 # The only settings the seeds of one comparison may differ in (``options.given`` lists the flags typed).
 FREE_SETTINGS = ("config.train.seed", "config.train.out", "config.train.quiet", "config.data.data_dir", "options.given")

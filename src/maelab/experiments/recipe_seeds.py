@@ -30,7 +30,6 @@ from maelab.experiments.seeds import (
     RULE,
     check_seeds_of_one,
     computed_text,
-    mark_holm,
     metrics_json,
     read_folder,
     seed_cell,
@@ -38,6 +37,7 @@ from maelab.experiments.seeds import (
     seed_pair,
     write_report,
 )
+from maelab.experiments.seeds_holm import mark_holm
 
 FREE_OPTIONS = ("options.seed", "options.data_dir")  # the only settings the seeds of one search may differ in
 RANDOM = "random init (same shape)"

@@ -42,10 +42,8 @@ from maelab.eval.stats import (
     PairedComparison,
     SeedSpread,
     compare_paired,
-    holm_adjust,
     pooled_paired_bootstrap,
     seed_spread,
-    t_test_p,
     unpack_correct,
 )
 from maelab.experiments.seeds_checks import (
@@ -56,6 +54,7 @@ from maelab.experiments.seeds_checks import (
     point_text,
     speed_lines,
 )
+from maelab.experiments.seeds_holm import holm_count, mark_holm
 from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import packed_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
@@ -144,35 +143,6 @@ def seed_pair(metric: str, a: str, b: str, flags_a: Sequence[Any], flags_b: Sequ
     return {"metric": metric, "a": a, "b": b, "winner": v.winner, "text": v.text, "spread": v.spread.to_dict(),
             "pooled": dict(zip(("difference", "ci_low", "ci_high"), pooled, strict=True)),
             "per_seed": [c.to_dict() for c in comps]}  # fmt: skip
-
-
-def mark_holm(pairs: Sequence[dict[str, Any]], family: Sequence[dict[str, Any]]) -> None:
-    """Add to each :func:`seed_pair` dict of ``pairs`` "holm": {p, adjusted_p, family} (p of the seed t-test over its
-    per-seed differences, adjusted by Holm over the m distinct pairs of ``family``, the pairs a report tests) and, to
-    a decided verdict's text, whether it holds (adjusted p < 0.05). A pair outside ``family`` that repeats one in it
-    (the same checkpoints, so the same p) gets the adjusted p of the family's pairs with p at most its own."""
-    p_of = [t_test_p([c["difference"] for c in q["per_seed"]]) for q in family]
-    tested = [(p, q) for p, q in zip(p_of, family, strict=True) if p is not None]
-    adjusted = sorted(zip((p for p, _ in tested), holm_adjust([p for p, _ in tested]), strict=True))
-    for q in pairs:
-        p = t_test_p([c["difference"] for c in q["per_seed"]])
-        if p is None:
-            continue
-        adj = max((a for x, a in adjusted if x <= p), default=min(1.0, p * len(adjusted)))
-        q["holm"] = {"p": p, "adjusted_p": adj, "family": len(adjusted)}
-        if q["winner"]:
-            holds = "holds" if adj < 0.05 else "does not hold"
-            q["text"] += f"; Holm over the report's {len(adjusted)} pairs: {holds} (adjusted p {adj:.2g})"
-
-
-def holm_count(pairs: Sequence[dict[str, Any]]) -> str:
-    """ ", N of them also after Holm's correction over the report's m pairs" for the decided ones of ``pairs`` that
-    :func:`mark_holm` marked ("" when none was marked)."""
-    marked = [q["holm"] for q in pairs if q["winner"] and "holm" in q]
-    if not marked:
-        return ""
-    held = sum(h["adjusted_p"] < 0.05 for h in marked)
-    return f", {held} of them also after a Holm correction over the report's {marked[0]['family']} pairs"
 
 
 # ------------------------------------------------------------------------------------ reading sweeps
