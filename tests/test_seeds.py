@@ -11,11 +11,10 @@ import pytest
 
 from maelab.cli import main
 from maelab.config import ConfigError
-from maelab.eval.stats import PairedComparison, pack_correct, t_two_sided_p
+from maelab.eval.stats import PairedComparison, pack_correct
 from maelab.experiments.recipe_seeds import RANDOM, load_searches, write_search_seeds
 from maelab.experiments.seeds import RULE, load_sweeps, seed_verdict, shared_metrics, write_seeds
 from maelab.experiments.seeds_checks import budget_lines, machine_warning, point_kinds, point_text, speed_lines
-from maelab.experiments.seeds_holm import holm_count, mark_holm
 from maelab.experiments.sweep_plan import VIEWS
 
 N = 1000  # test images of the fake sweeps
@@ -121,27 +120,6 @@ def test_three_seeds_decide_and_two_do_not(tmp_path: Path) -> None:
     assert "(decided)" not in two and "fewer than 3 seeds" in two
     # no budget, speed or machine records in these sweeps: those lines are left out
     assert "Budget per seed" not in summary and "Warning" not in summary and "Note:" not in summary
-
-
-def test_holm_marks_decided_verdicts_over_the_pairs_a_report_tests() -> None:
-    def pair(diffs: list[float], winner: str | None) -> dict:
-        return {"per_seed": [{"difference": d} for d in diffs], "winner": winner, "text": "verdict"}
-
-    # per-seed differences -> t = mean / (SD / sqrt 3) on 2 degrees of freedom:
-    # strong [2, 2.1, 1.9]: t = 20 sqrt 3; middle [1, 2, 3]: t = 2 sqrt 3; weak [0.1, 2, 0.6]: t ~ 1.36 (a tie).
-    strong, middle, weak = pair([2.0, 2.1, 1.9], "A"), pair([1.0, 2.0, 3.0], "A"), pair([0.1, 2.0, 0.6], None)
-    repeat = pair([1.0, 2.0, 3.0], "A")  # the same checkpoints as `middle`, not counted again
-    family = [strong, middle, weak]
-    mark_holm([*family, repeat], family)
-    p_strong, p_middle = t_two_sided_p(20 * 3**0.5, 2), t_two_sided_p(2 * 3**0.5, 2)
-    assert p_middle == pytest.approx(1 - 2 * 3**0.5 / 14**0.5)
-    assert strong["holm"] == {"p": pytest.approx(p_strong), "adjusted_p": pytest.approx(3 * p_strong), "family": 3}
-    assert middle["holm"]["adjusted_p"] == pytest.approx(2 * p_middle) == repeat["holm"]["adjusted_p"]
-    assert strong["text"] == f"verdict; Holm over the report's 3 pairs: holds (adjusted p {3 * p_strong:.2g})"
-    assert middle["text"] == f"verdict; Holm over the report's 3 pairs: does not hold (adjusted p {2 * p_middle:.2g})"
-    assert weak["text"] == "verdict" and "holm" in weak  # a tie is not annotated, but its p is kept
-    assert holm_count(family) == ", 1 of them also after a Holm correction over the report's 3 pairs"
-    assert holm_count([weak]) == ""
 
 
 def _committed_folders() -> list[Path]:

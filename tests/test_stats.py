@@ -144,6 +144,8 @@ def test_t_p_value_by_hand_and_against_the_quantile_table() -> None:
     assert t_two_sided_p(10.0, 8) < 1e-4 < t_two_sided_p(3.0, 8) < 0.05
     with pytest.raises(ValueError, match="df"):
         t_two_sided_p(1.0, 0)
+    with pytest.raises(ValueError, match="finite"):
+        t_two_sided_p(float("nan"), 3)
 
 
 def test_t_test_p_is_the_test_behind_the_seed_interval() -> None:

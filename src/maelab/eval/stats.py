@@ -215,8 +215,8 @@ def seed_spread(values: ArrayLike) -> SeedSpread:
 def t_two_sided_p(t: float, df: int) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` >= 1 degrees of freedom, in closed form (Abramowitz & Stegun
     26.7.3-4: a finite series in cos(theta), theta = atan(|t| / sqrt(df))), so no SciPy is needed."""
-    if df < 1:
-        raise ValueError(f"t_two_sided_p: df must be >= 1, got {df}")
+    if df < 1 or not math.isfinite(t):
+        raise ValueError(f"t_two_sided_p: needs df >= 1 and a finite t, got df {df}, t {t}")
     theta = math.atan(abs(t) / math.sqrt(df))
     cos2 = math.cos(theta) ** 2
     k = df % 2  # odd df: series in odd powers of cos, plus theta; even df: even powers, times sin

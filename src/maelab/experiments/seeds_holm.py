@@ -15,18 +15,19 @@ from maelab.eval.stats import holm_adjust, t_test_p
 
 
 def mark_holm(pairs: Sequence[dict[str, Any]], family: Sequence[dict[str, Any]]) -> None:
-    """Add to each :func:`~maelab.experiments.seeds.seed_pair` dict of ``pairs`` "holm": {p, adjusted_p, family} (p of the seed t-test over its
-    per-seed differences, adjusted by Holm over the m distinct pairs of ``family``, the pairs a report tests) and, to
-    a decided verdict's text, whether it holds (adjusted p < 0.05). A pair outside ``family`` that repeats one in it
-    (the same checkpoints, so the same p) gets the adjusted p of the family's pairs with p at most its own."""
-    p_of = [t_test_p([c["difference"] for c in q["per_seed"]]) for q in family]
-    tested = [(p, q) for p, q in zip(p_of, family, strict=True) if p is not None]
-    adjusted = sorted(zip((p for p, _ in tested), holm_adjust([p for p, _ in tested]), strict=True))
+    """Add to each pair dict of ``pairs`` (:func:`~maelab.experiments.seeds.seed_pair`) "holm": {p, adjusted_p,
+    family}: the p of its seed t-test over its per-seed differences, adjusted by Holm over the m distinct pairs of
+    ``family`` (the pairs a report tests); append to a decided verdict's text whether it holds (adjusted p < 0.05).
+    A pair outside ``family`` that repeats one in it (the same checkpoints, so the same p) gets the adjusted p of the
+    family's pairs with p at most its own."""
+    tested = [p for q in family if (p := t_test_p([c["difference"] for c in q["per_seed"]])) is not None]
+    adjusted = sorted(zip(tested, holm_adjust(tested), strict=True))
     for q in pairs:
         p = t_test_p([c["difference"] for c in q["per_seed"]])
         if p is None:
             continue
-        adj = max((a for x, a in adjusted if x <= p), default=min(1.0, p * len(adjusted)))
+        # Below every p of the family (only outside it): Bonferroni over the family, the first step of Holm.
+        adj = max((a for x, a in adjusted if x <= p), default=min(1.0, p * max(1, len(adjusted))))
         q["holm"] = {"p": p, "adjusted_p": adj, "family": len(adjusted)}
         if q["winner"]:
             holds = "holds" if adj < 0.05 else "does not hold"
