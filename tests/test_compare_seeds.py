@@ -152,3 +152,24 @@ def test_each_comparison_read_says_when_its_stages_were_computed(tmp_path: Path)
     assert (f"- `{dated}`: seed 1, 2026-11-31; git commit c1; stages computed 2026-11-30T10:00:00 - "
             "2026-11-30T12:00:00 (git commit c9); 1 of 3 stages older, undated; test\n") in summary  # fmt: skip
     assert f"- `{old}`: seed 0, 2026-11-30; git commit c0; test\n" in summary
+
+
+def test_each_section_of_verdicts_counts_its_decided_pairs(tmp_path: Path) -> None:
+    """Each section of verdicts opens with "Decided: D of N pairs, H of them also after a Holm correction over the
+    report's 27 pairs" (5 pairs in each of 5 protocols, and 2 of what is learned), as the sweep's report does."""
+    # Only DINO varies with the seed: a pair without DINO has the same difference in every seed (t-test p 0, so it
+    # holds after Holm); MAE - DINO is +10 +7 +13 points (+15 +12 +18 at mean pooling, MAE's 50 more images there)
+    # and DINO - random init +10 +13 +7: decided (t 5.8 and 8.7 > 4.30 on 2 df) with p 0.029 and 0.013, which Holm
+    # takes above 0.05 (16 pairs have p 0, so the smallest of the other 11 is multiplied by 11: adjusted p 0.14, and
+    # the adjusted p of the larger ones are at least that).
+    right = [{"MAE": 600, "DINO": 500 + d, "DINO (equal time)": 450, "random init": 400} for d in (0, 30, -30)]
+    folders = [_fake_compare(tmp_path / f"s{i}", i, r) for i, r in enumerate(right)]
+    summary = write_compare_seeds(folders, tmp_path / "out").read_text()
+    holm = "also after a Holm correction over the report's 27 pairs."
+    assert f"## MAE vs DINO, per protocol\n\nDecided: 5 of 5 pairs, 0 of them {holm}\n\n- k-NN cls: MAE" in summary
+    # CLS vs mean pooling: MAE's -5 points in every seed is decided (and holds); DINO's identical flags are a tie.
+    assert f"of one encoder)\n\nDecided: 1 of 2 pairs, 1 of them {holm}\n\n- MAE mean beats MAE cls" in summary
+    # MAE and the equal-time run vs random init, and the equal-time run vs MAE, hold (15); DINO vs random init (5) not.
+    assert f"the equal-time run\n\nDecided: 20 of 20 pairs, 15 of them {holm}\n\n- k-NN cls: MAE beats" in summary
+    two = write_compare_seeds(folders[:2], tmp_path / "two").read_text()  # nothing decided: no Holm tail
+    assert all(f"\n\nDecided: 0 of {n} pairs.\n\n" in two for n in (5, 2, 20))

@@ -322,6 +322,20 @@ def test_recipe_searches_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "is not a recipe search but" in capsys.readouterr().err
 
 
+def test_recipe_seeds_report_counts_its_decided_pairs(tmp_path: Path) -> None:
+    """The recipe report's list of every pair opens with "Decided: D of N pairs, H of them also after a Holm
+    correction over the report's N pairs", as the sweep's report does."""
+    # a and b right on 600 and 500 images in every seed, the random init on 400, 460, 340; per metric (4 of them):
+    # a - b +10 in every seed (t-test p 0: holds after Holm), a - random init +20 +14 +26 (decided: t 5.8 > 4.30 on
+    # 2 df, p 0.029, times Holm's factor of at least 5 above 0.05), b - random init +10 +4 +16 (a tie: t 2.9).
+    folders = [_fake_search(tmp_path / f"s{i}", i, {"b": 500, "a": 600}, r) for i, r in enumerate((400, 460, 340))]
+    summary = write_search_seeds(folders, tmp_path / "out").read_text()
+    decided = "Decided: 8 of 12 pairs, 4 of them also after a Holm correction over the report's 12 pairs."
+    assert f"## Every pair, per metric\n\n{decided}\n\n- k-NN k=20 cls: a beats b" in summary
+    two = write_search_seeds(folders[:2], tmp_path / "two").read_text()
+    assert "## Every pair, per metric\n\nDecided: 0 of 12 pairs.\n\n" in two  # nothing decided: no Holm tail
+
+
 def _dated(folder: Path, computed: dict) -> Path:
     """The fake sweep or search in ``folder`` with ``computed`` as its metrics.json's ``stages_computed``."""
     path = folder / "metrics.json"

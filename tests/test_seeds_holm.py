@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from maelab.eval.stats import t_two_sided_p
-from maelab.experiments.seeds_holm import holm_count, mark_holm
+from maelab.experiments.seeds_holm import decided_line, holm_count, mark_holm
 
 
 def test_holm_marks_decided_verdicts_over_the_pairs_a_report_tests() -> None:
@@ -28,6 +28,10 @@ def test_holm_marks_decided_verdicts_over_the_pairs_a_report_tests() -> None:
     assert weak["text"] == "verdict" and "holm" in weak  # a tie is not annotated, but its p is kept
     assert holm_count(family) == ", 1 of them also after a Holm correction over the report's 3 pairs"
     assert holm_count([weak]) == ""
+    # A section's "Decided:" line: 2 of the 3 decided (strong, middle), 1 of them holds; a report's note at the end.
+    holm = "1 of them also after a Holm correction over the report's 3 pairs"
+    assert decided_line(family, "; a note") == f"Decided: 2 of 3 pairs, {holm}; a note."
+    assert decided_line([weak]) == "Decided: 0 of 1 pairs."  # nothing decided: no Holm tail
     # A pair outside the family with a p below all of the family's: Bonferroni over the family (3 p, at most 1).
     lone = pair([5.0, 5.01, 4.99], "A")
     mark_holm([lone], family)

@@ -34,7 +34,7 @@ from maelab.experiments.seeds import (
     seed_pair,
     write_report,
 )
-from maelab.experiments.seeds_holm import mark_holm
+from maelab.experiments.seeds_holm import decided_line, mark_holm
 
 # The only settings the seeds of one comparison may differ in (``options.given`` lists the flags typed).
 FREE_SETTINGS = ("config.train.seed", "config.train.out", "config.train.quiet", "config.data.data_dir", "options.given")
@@ -157,10 +157,12 @@ def mae_vs_dino_lines(combined: dict[str, Any]) -> list[str]:
 
 def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
     """The report: what was read, accuracy per protocol and encoder (mean ± SD over seeds, then each seed),
-    MAE vs DINO per protocol, every other pair, what is learned, and speed."""
+    MAE vs DINO per protocol, what is learned, every other pair (each section's verdicts after its "Decided:" count),
+    and speed."""
     seeds = [c["seed"] for c in compares]
     table = combined["table"]
     encoders = list(dict.fromkeys(e for row in table.values() for e in row))
+    mae_dino = [p for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
     other = [p for p in combined["pairs"] if (p["a"], p["b"]) != ("MAE", "DINO")]
     lines = [
         f"# MAE vs DINO over {len(compares)} seed{'s' if len(compares) > 1 else ''} ({', '.join(map(str, seeds))})",
@@ -176,10 +178,11 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
         markdown_table(["protocol", *encoders],
                        [[t, *(seed_cell(row.get(e), interval=True) for e in encoders)] for t, row in table.items()],
                        "l" + "r" * len(encoders)),
-        "## MAE vs DINO, per protocol", "", *mae_vs_dino_lines(combined), "",
+        "## MAE vs DINO, per protocol", "", decided_line(mae_dino), "", *mae_vs_dino_lines(combined), "",
         "## What is learned (linear probe, CLS vs mean pooling of one encoder)", "",
+        decided_line(combined["learned"]), "",
         *[f"- {p['text']}" for p in combined["learned"]], "",
-        "## Each encoder vs random init, and the equal-time run", "",
+        "## Each encoder vs random init, and the equal-time run", "", decided_line(other), "",
         *[f"- {p['metric']}: {p['text']}" for p in other], "",
         "## Training speed (pretraining, img/s of the logged windows' median)", "",
         markdown_table(["quantity", "over seeds"], [[k, seed_cell(v, interval=True)] for k, v in combined["speed"].items()], "lr"),

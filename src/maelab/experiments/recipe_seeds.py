@@ -37,7 +37,7 @@ from maelab.experiments.seeds import (
     seed_pair,
     write_report,
 )
-from maelab.experiments.seeds_holm import mark_holm
+from maelab.experiments.seeds_holm import decided_line, mark_holm
 
 FREE_OPTIONS = ("options.seed", "options.data_dir")  # the only settings the seeds of one search may differ in
 RANDOM = "random init (same shape)"
@@ -121,7 +121,7 @@ def best_lines(combined: dict[str, Any]) -> list[str]:
 
 def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
     """The report: what was read, the table (mean ± SD over seeds, then each seed), the best candidate
-    against each other one, and every pair's verdict over seeds."""
+    against each other one, and every pair's verdict over seeds (how many are decided first)."""
     seeds = [s["seed"] for s in searches]
     o = searches[0]["settings"]["options"]
     table, names = combined["table"], combined["candidates"]
@@ -148,7 +148,7 @@ def summary_markdown(searches: list[dict[str, Any]], combined: dict[str, Any], c
           if combined.get("left_out") else []),
         f"**Best mean score: `{names[0]}`.** Against each other candidate, per metric:", "",
         *best_lines(combined), "",
-        "## Every pair, per metric", "",
+        "## Every pair, per metric", "", decided_line(combined["pairs"]), "",
         *[f"- {p['metric']}: {p['text']}" for p in combined["pairs"]],
         "",
     ]  # fmt: skip

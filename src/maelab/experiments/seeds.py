@@ -54,7 +54,7 @@ from maelab.experiments.seeds_checks import (
     point_text,
     speed_lines,
 )
-from maelab.experiments.seeds_holm import holm_count, mark_holm
+from maelab.experiments.seeds_holm import decided_line, mark_holm
 from maelab.experiments.stages import computed_span
 from maelab.experiments.sweep_findings import packed_correct
 from maelab.experiments.sweep_plan import RANDOM_INIT, VIEWS
@@ -348,8 +348,7 @@ def summary_markdown(sweeps: list[dict[str, Any]], combined: dict[str, Any], com
         repeats = len(part["pairs"]) - len(fresh)
         again = (f"; {repeats} more pairs repeat equal-epoch pairs (the same checkpoints in every seed, so the same "
                  "verdicts) and are not counted again") if repeats else ""  # fmt: skip
-        decided = f"{sum(1 for p in fresh if p['winner'])} of {len(fresh)} pairs{holm_count(fresh)}"
-        lines += [f"Decided: {decided}{again}.", ""]
+        lines += [decided_line(fresh, again), ""]
         lines += [f"- {p['metric']}: {p['text']}" + (" (repeats the equal-epoch pair)" if p.get("repeat") else "")
                   for p in part["pairs"]]  # fmt: skip
         lines.append("")

@@ -43,3 +43,10 @@ def holm_count(pairs: Sequence[dict[str, Any]]) -> str:
         return ""
     held = sum(h["adjusted_p"] < 0.05 for h in marked)
     return f", {held} of them also after a Holm correction over the report's {marked[0]['family']} pairs"
+
+
+def decided_line(pairs: Sequence[dict[str, Any]], more: str = "") -> str:
+    """A section's "Decided:" line in a report over seeds: how many of ``pairs`` are decided (a winner), of how
+    many, with :func:`holm_count`'s tail and ``more`` (a note of the report's own) before the full stop."""
+    decided = sum(1 for q in pairs if q["winner"])
+    return f"Decided: {decided} of {len(pairs)} pairs{holm_count(pairs)}{more}."
