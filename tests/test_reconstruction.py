@@ -12,6 +12,7 @@ import torch
 from maelab import MAE
 from maelab.cli import main
 from maelab.eval.reconstruction import PSNR_CAP, evaluate_reconstruction, masked_mse, masked_ssim, psnr_from_mse
+from maelab.report import draw_reconstruction
 from maelab.visualize import (
     GREY,
     choose_images,
@@ -152,6 +153,27 @@ def test_cli_reconstruct(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert result["mask_ratio"] == 0.5 and result["num_images"] == 12 and result["trained_mask_ratio"] == 0.75
     assert 0 < result["psnr"] < PSNR_CAP and -1 <= result["ssim"] <= 1
     assert (tiny_run / "eval" / "reconstruction_mr0.5_seed0.md").read_text().startswith("# Reconstruction")
+
+
+def test_figure_titles_name_the_seed_of_the_images_and_masks(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed in a reconstruction figure's title picks its images and masks (fixed so that figures compare across
+    training seeds), so the title says so, in ``maelab reconstruct`` and in ``maelab report``'s own figure."""
+    titles: list[str] = []
+
+    def keep_title(panels: torch.Tensor, path: Path, title: str, *args: object, **kwargs: object) -> Path:
+        titles.append(title)
+        return save_figure(panels, path, title, *args, **kwargs)
+
+    monkeypatch.setattr("maelab.visualize.save_figure", keep_title)
+    fig = tmp_path / "fig.png"
+    assert main(["reconstruct", str(tiny_run), "--n", "2", "--out", str(fig), "--seed", "3", "--quiet"]) == 0
+    assert draw_reconstruction(tiny_run, tmp_path / "report.png", n=2, seed=3).is_file() and fig.is_file()
+    assert titles == [
+        f"{tiny_run.name}: mask ratio 0.75, image/mask seed 3",
+        f"{tiny_run.name}: test images, mask ratio 0.75, image/mask seed 3",
+    ]
 
 
 def test_cli_reconstruct_rejects_bad_ratio(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

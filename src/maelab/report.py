@@ -187,7 +187,7 @@ def draw_reconstruction(run: Path, path: Path, data_dir: str | None = None, n: i
     idx = choose_images(len(test), min(n, len(test)), seed)
     noise = fixed_noise(len(test), model.num_patches, seed)[idx]
     panels = reconstruction_panels(model, test.images[idx], d.mean, d.std, noise)
-    title = f"{run.name}: test images, mask ratio {model.mask_ratio:g}, seed {seed}"
+    title = f"{run.name}: test images, mask ratio {model.mask_ratio:g}, image/mask seed {seed}"
     return save_figure(panels, path, title)
 
 

@@ -172,7 +172,7 @@ def reconstruct_run(
     noise = fixed_noise(len(test), model.num_patches, seed)
     panels = reconstruction_panels(model, test.images[idx].to(dev), d.mean, d.std, noise[idx], ratio)
     caption = NORM_PIX_NOTE if model.norm_pix_loss else ""
-    save_figure(panels, figure, f"{Path(run).name}: mask ratio {ratio:g}, seed {seed}", caption)
+    save_figure(panels, figure, f"{Path(run).name}: mask ratio {ratio:g}, image/mask seed {seed}", caption)
 
     scored = (
         class_balanced_indices(test.labels, len(test.classes), num_eval) if 0 < num_eval < len(test)
