@@ -173,3 +173,21 @@ def test_each_section_of_verdicts_counts_its_decided_pairs(tmp_path: Path) -> No
     assert f"the equal-time run\n\nDecided: 20 of 20 pairs, 15 of them {holm}\n\n- k-NN cls: MAE beats" in summary
     two = write_compare_seeds(folders[:2], tmp_path / "two").read_text()  # nothing decided: no Holm tail
     assert all(f"\n\nDecided: 0 of {n} pairs.\n\n" in two for n in (5, 2, 20))
+
+
+def test_a_setting_added_by_a_later_maelab_matches_its_default(tmp_path: Path) -> None:
+    """An older comparison lacks ``train.fixed_warmup_steps``: it ran with the field's default (0), so a newer one
+    at 0 is the same comparison, and a newer one at 5 is refused by name."""
+    right = {"MAE": 600, "DINO": 500, "DINO (equal time)": 450, "random init": 400}
+    old = _fake_compare(tmp_path / "s0", 0, right)
+    newer = [_fake_compare(tmp_path / f"s{i}", i, right) for i in (1, 2)]
+    for folder, steps in zip(newer, (0, 5), strict=True):
+        m = json.loads((folder / "metrics.json").read_text())
+        m["settings"]["config"]["train"]["fixed_warmup_steps"] = steps
+        (folder / "metrics.json").write_text(json.dumps(m))
+    assert [c["seed"] for c in load_compares([old, newer[0]])] == [0, 1]
+    assert [c["seed"] for c in load_compares([newer[0], old])] == [1, 0]
+    with pytest.raises(ConfigError, match=r"s2: setting config\.train\.fixed_warmup_steps is 5 but None in"):
+        load_compares([old, newer[1]])
+    with pytest.raises(ConfigError, match=r"s2: setting config\.train\.fixed_warmup_steps is 5 but 0 in"):
+        load_compares([newer[0], newer[1]])

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from maelab.checkpoint import atomic_write_text
-from maelab.config import ConfigError
+from maelab.config import SECTIONS, ConfigError
 from maelab.eval.knn import PAIRED_K
 from maelab.eval.paired import RANDOM_LABEL
 from maelab.eval.results import markdown_table, write_json
@@ -178,12 +178,28 @@ def read_folder(folder: Path, required: Sequence[str], what: str) -> dict[str, A
     return {**m, "folder": str(folder)}
 
 
+def added_later(key: str, value: Any) -> bool:
+    """Whether ``key`` (a flattened dotted name ending ``<section>.<field>`` of a run's config) is a config field
+    whose default is ``value``: a setting that a later maelab added, missing from an older folder's settings. New
+    fields default to the behaviour before them (e.g. ``train.fixed_warmup_steps`` 0: the warm-up from
+    ``warmup_epochs``), so the older folder ran with that value."""
+    parent, _, name = key.rpartition(".")
+    section = parent.rpartition(".")[2]
+    known = {f.name: f for f in fields(SECTIONS[section])} if section in SECTIONS else {}
+    if name not in known:
+        return False
+    f = known[name]
+    default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+    return default is not MISSING and default == value
+
+
 def check_seeds_of_one(
     items: list[dict[str, Any]], seed_of: Callable[[dict[str, Any]], Any], free: Sequence[str], what: str
 ) -> None:
     """Each item (a read folder) gets its ``seed`` (``seed_of(item)``); a ConfigError names the folder given
     the same seed twice, or the setting (outside ``free``, flattened dotted names) in which two differ
-    (``what``: "sweep" or "search", for the message)."""
+    (``what``: "sweep" or "search", for the message). A config field one folder lacks matches the other's value
+    when that is the field's default (:func:`added_later`)."""
     seeds: dict[Any, str] = {}
     for item in items:
         item["seed"] = seed_of(item)
@@ -195,11 +211,16 @@ def check_seeds_of_one(
     for item in items[1:]:
         other = _flat(item["settings"])
         for key in sorted(set(first) | set(other)):
-            if key not in free and first.get(key) != other.get(key):
-                raise ConfigError(
-                    f"{item['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
-                    f"{items[0]['folder']}: not seeds of the same {what}"
-                )
+            if key in free or first.get(key) == other.get(key):
+                continue
+            if (key not in first and added_later(key, other[key])) or (
+                key not in other and added_later(key, first[key])
+            ):
+                continue
+            raise ConfigError(
+                f"{item['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
+                f"{items[0]['folder']}: not seeds of the same {what}"
+            )
 
 
 def load_sweeps(folders: Sequence[Path]) -> list[dict[str, Any]]:
