@@ -187,7 +187,7 @@ def test_a_setting_added_by_a_later_maelab_matches_its_default(tmp_path: Path) -
         (folder / "metrics.json").write_text(json.dumps(m))
     assert [c["seed"] for c in load_compares([old, newer[0]])] == [0, 1]
     assert [c["seed"] for c in load_compares([newer[0], old])] == [1, 0]
-    with pytest.raises(ConfigError, match=r"s2: setting config\.train\.fixed_warmup_steps is 5 but None in"):
+    with pytest.raises(ConfigError, match=r"s2: setting config\.train\.fixed_warmup_steps is 5 but missing in"):
         load_compares([old, newer[1]])
     with pytest.raises(ConfigError, match=r"s2: setting config\.train\.fixed_warmup_steps is 5 but 0 in"):
         load_compares([newer[0], newer[1]])

@@ -217,9 +217,10 @@ def check_seeds_of_one(
                 key not in other and added_later(key, first[key])
             ):
                 continue
+            mine, theirs = (repr(d[key]) if key in d else "missing" for d in (other, first))
             raise ConfigError(
-                f"{item['folder']}: setting {key} is {other.get(key)!r} but {first.get(key)!r} in "
-                f"{items[0]['folder']}: not seeds of the same {what}"
+                f"{item['folder']}: setting {key} is {mine} but {theirs} in {items[0]['folder']}: "
+                f"not seeds of the same {what}"
             )
 
 
