@@ -108,7 +108,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
 def test_torchrun_ddp_matches_single_process(tmp_path: Path) -> None:
     data = write_image_folder(tmp_path / "data", per_class=250, size=32)  # random images: the loss still falls
     common = ["--data-dir", str(data), "--subset", "500", "--epochs", "2", "--lr", "2e-3", "--warmup-epochs",
-              "0.5", "--log-every", "1", "--quiet", *TINY_FLAGS]  # fmt: skip
+              "0.5", "--log-every", "1", "--quiet", "--device", "cpu", *TINY_FLAGS]  # fmt: skip
     single = tmp_path / "single"
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -135,3 +135,17 @@ def test_torchrun_ddp_matches_single_process(tmp_path: Path) -> None:
                          check=True, env=env, capture_output=True, text=True)  # fmt: skip
     assert "continuing at the start of epoch 3 (step 20)" in out.stdout
     assert load_meta(ddp)["epoch"] == 3 and load_meta(ddp)["world_size"] == 1
+
+
+def test_more_torchrun_ranks_than_gpus_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local rank 1 on a 1-GPU machine: a ConfigError with the fix, not CUDA's "invalid device ordinal"
+    (seen on an H200 machine, results/gpu_h200_check)."""
+    from maelab.config import ConfigError
+    from maelab.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"local rank 1, but this machine has 1 CUDA GPU\(s\).*--nproc-per-node 1"):
+        init_distributed(torch.device("cuda"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from maelab.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,6 +40,12 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if info.local_rank >= gpus:  # else CUDA's "invalid device ordinal", which names neither cause nor fix
+            raise ConfigError(
+                f"torchrun started local rank {info.local_rank}, but this machine has {gpus} CUDA GPU(s): start "
+                f"at most {gpus} process(es) per node (--nproc-per-node {gpus}), or train on CPUs (--device cpu)"
+            )
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
