@@ -150,9 +150,14 @@ def _pretrain_records(compare: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for name, r in compare["stages"].items() if name.startswith("pretrain:") and isinstance(r, dict)]
 
 
+def mae_vs_dino_pairs(combined: dict[str, Any]) -> list[dict[str, Any]]:
+    """The MAE vs DINO pairs over seeds, one per protocol."""
+    return [p for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
+
+
 def mae_vs_dino_lines(combined: dict[str, Any]) -> list[str]:
     """One line per protocol: the MAE vs DINO verdict over seeds."""
-    return [f"- {p['metric']}: {p['text']}" for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
+    return [f"- {p['metric']}: {p['text']}" for p in mae_vs_dino_pairs(combined)]
 
 
 def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], command: str = "") -> str:
@@ -162,8 +167,8 @@ def summary_markdown(compares: list[dict[str, Any]], combined: dict[str, Any], c
     seeds = [c["seed"] for c in compares]
     table = combined["table"]
     encoders = list(dict.fromkeys(e for row in table.values() for e in row))
-    mae_dino = [p for p in combined["pairs"] if (p["a"], p["b"]) == ("MAE", "DINO")]
-    other = [p for p in combined["pairs"] if (p["a"], p["b"]) != ("MAE", "DINO")]
+    mae_dino = mae_vs_dino_pairs(combined)
+    other = [p for p in combined["pairs"] if p not in mae_dino]
     lines = [
         f"# MAE vs DINO over {len(compares)} seed{'s' if len(compares) > 1 else ''} ({', '.join(map(str, seeds))})",
         "", *([f"Command: `{command}`", ""] if command else []),

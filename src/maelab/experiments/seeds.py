@@ -188,9 +188,8 @@ def added_later(key: str, value: Any) -> bool:
     known = {f.name: f for f in fields(SECTIONS[section])} if section in SECTIONS else {}
     if name not in known:
         return False
-    f = known[name]
-    default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
-    return default is not MISSING and default == value
+    f = known[name]  # every config field has a default (``opt``): a plain value, or a factory for lists
+    return (f.default if f.default is not MISSING else f.default_factory()) == value
 
 
 def check_seeds_of_one(
